@@ -1,0 +1,93 @@
+"""Search algorithms, registered by name in ``ALGORITHMS``; one generation per ``step`` call so the
+search loop can run hooks (logging, checkpoints, progress) between generations.
+
+``ga`` and ``mu-plus-lambda`` have the semantics of DEAP's ``eaSimple`` and ``eaMuPlusLambda``;
+``nsga2`` is a (mu + lambda) search whose survivors are chosen by ``selNSGA2``, over quality and a
+cost objective, keeping a Pareto front. Third-party algorithms arrive through the entry-point group
+``nasdip_deap.algorithms`` (a class with this interface).
+"""
+from __future__ import annotations
+
+from typing import Callable, ClassVar
+
+from deap import algorithms as deap_algorithms
+from deap import tools
+
+from .registry import ALGORITHMS
+
+Evaluate = Callable[[list], None]
+
+
+class Algorithm:
+    """Base class: subclasses implement ``step``."""
+
+    name: ClassVar[str] = ""
+    multi_objective: ClassVar[bool] = False
+    default_selection: ClassVar[str] = "tournament"
+
+    def __init__(self, cxpb: float = 0.5, mutpb: float = 0.2, lambda_: int | None = None):
+        self.cxpb = cxpb
+        self.mutpb = mutpb
+        self.lambda_ = lambda_
+
+    def initialize(self, population: list, toolbox) -> list:
+        """Called once after the first population is evaluated."""
+        return population
+
+    def step(self, population: list, toolbox, evaluate: Evaluate) -> tuple[list, list]:
+        """Make and evaluate one generation; return (next population, evaluated offspring)."""
+        raise NotImplementedError
+
+    def archive(self, size: int, similar) -> tools.HallOfFame:
+        return tools.HallOfFame(size, similar=similar)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "cxpb": self.cxpb, "mutpb": self.mutpb, "lambda": self.lambda_}
+
+
+@ALGORITHMS.register("ga")
+class SimpleGA(Algorithm):
+    """Generational GA with DEAP eaSimple semantics: select, varAnd (crossover then mutation), replace."""
+
+    name = "ga"
+
+    def step(self, population, toolbox, evaluate):
+        offspring = toolbox.select(population, len(population))
+        offspring = deap_algorithms.varAnd(offspring, toolbox, self.cxpb, self.mutpb)
+        evaluate(offspring)
+        return offspring, offspring
+
+
+@ALGORITHMS.register("mu-plus-lambda")
+class MuPlusLambda(Algorithm):
+    """(mu + lambda) with DEAP eaMuPlusLambda semantics: varOr makes lambda children, survivors are
+    selected from parents and children together."""
+
+    name = "mu-plus-lambda"
+
+    def __init__(self, cxpb: float = 0.5, mutpb: float = 0.3, lambda_: int | None = None):
+        if cxpb + mutpb > 1.0:
+            from .errors import UserError
+            raise UserError(f"mu-plus-lambda needs --cxpb + --mutpb <= 1, got {cxpb} + {mutpb}")
+        super().__init__(cxpb, mutpb, lambda_)
+
+    def step(self, population, toolbox, evaluate):
+        offspring = deap_algorithms.varOr(population, toolbox, self.lambda_ or len(population),
+                                          self.cxpb, self.mutpb)
+        evaluate(offspring)
+        return toolbox.select(population + offspring, len(population)), offspring
+
+
+@ALGORITHMS.register("nsga2")
+class NSGA2(MuPlusLambda):
+    """Multi-objective NSGA-II: restoration quality against network cost, keeping the Pareto front."""
+
+    name = "nsga2"
+    multi_objective = True
+    default_selection = "nsga2"
+
+    def initialize(self, population, toolbox):
+        return toolbox.select(population, len(population))  # assigns crowding distances
+
+    def archive(self, size, similar):
+        return tools.ParetoFront(similar=similar)

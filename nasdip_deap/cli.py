@@ -1,0 +1,159 @@
+"""``nasdip`` command line: search, restore, baseline, list."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import UserError
+
+log = logging.getLogger("nasdip")
+
+
+# -- argument types -------------------------------------------------------------------------------
+def _int_at_least(text: str, minimum: int) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text: str) -> int:
+    return _int_at_least(text, 0)
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def add_problem_arguments(parser: argparse.ArgumentParser, default_crop: int | None,
+                          default_iterations: int) -> None:
+    from .registry import TASKS
+
+    g = parser.add_argument_group("problem")
+    g.add_argument("--task", default="denoise",
+                   help=f"restoration task (default denoise; see `nasdip list`; built in: "
+                        f"{', '.join(TASKS.names())})")
+    g.add_argument("--image", help="clean image; the task synthesises the degraded observation from it, so the "
+                                   "ground truth is known (default: scikit-image's astronaut, 128 px)")
+    g.add_argument("--observed", help="an already degraded image to restore (no ground truth unless --clean)")
+    g.add_argument("--clean", help="ground truth for --observed, used only for reporting PSNR/SSIM")
+    g.add_argument("--crop", type=non_negative_int, default=default_crop,
+                   help=f"centre-crop the image(s) to this many pixels square; 0 = no crop "
+                        f"(default {default_crop or 0})")
+    g.add_argument("--levels", type=positive_int, default=5, help="encoder-decoder levels, 1-6 (default 5)")
+    g.add_argument("--iterations", type=positive_int, default=default_iterations,
+                   help=f"Adam steps per DIP fit (default {default_iterations})")
+    g.add_argument("--seed", type=int, default=0, help="random seed; the same seed on CPU gives the same result")
+    g.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument("--out", help="output folder (default: runs/<command>-<time>)")
+    g.add_argument("--force", action="store_true", help="write into an existing, non-empty output folder")
+    g.add_argument("--quiet", action="store_true", help="only warnings and the final result")
+    g.add_argument("--verbose", action="store_true", help="log every fit (and tracebacks of internal errors)")
+    for entry in TASKS.entries():
+        tg = parser.add_argument_group(f"{entry.name} task options")
+        entry.obj.add_arguments(tg)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .registry import ALGORITHMS
+
+    parser = argparse.ArgumentParser(prog="nasdip", description="Neural architecture search for Deep Image Prior "
+                                     "(DEAP + PyTorch).")
+    parser.add_argument("--version", action="version", version=f"nasdip-deap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    s = sub.add_parser("search", help="evolve a DIP architecture for one image (no arguments: a small demo)")
+    add_problem_arguments(s, default_crop=64, default_iterations=400)
+    g = s.add_argument_group("search")
+    g.add_argument("--population", type=positive_int, default=8, help="population size (default 8)")
+    g.add_argument("--generations", type=non_negative_int, default=3,
+                   help="generations after the initial population (default 3)")
+    g.add_argument("--algorithm", default="ga", help=f"search algorithm: {', '.join(ALGORITHMS.names())} (default ga)")
+    g.add_argument("--crossover", default="two-point", help="crossover operator, NAME[:key=value,...] "
+                                                            "(default two-point)")
+    g.add_argument("--mutation", default="flip-bit", help="mutation operator, NAME[:key=value,...] (default flip-bit)")
+    g.add_argument("--selection", help="selection operator, NAME[:key=value,...] (default: the algorithm's; "
+                                       "tournament for ga)")
+    g.add_argument("--cxpb", type=probability, default=0.5, help="crossover probability (default 0.5)")
+    g.add_argument("--mutpb", type=probability, default=0.3, help="mutation probability (default 0.3)")
+    g.add_argument("--lambda", dest="lambda_", type=positive_int, help="children per generation for "
+                   "mu-plus-lambda and nsga2 (default: population)")
+    g.add_argument("--hof-size", type=positive_int, default=5, help="hall-of-fame size (default 5)")
+    g.add_argument("--fitness", choices=("auto", "reference", "blind"), default="auto",
+                   help="reference: PSNR against the clean image; blind: PSNR on held-out observed pixels, no "
+                        "ground truth; auto: reference when a clean image is known (default)")
+    g.add_argument("--holdout", type=float, default=0.1, help="share of observed pixels held out for blind "
+                                                              "fitness (default 0.1)")
+    g.add_argument("--cost", choices=("parameters", "fit_seconds"), default="parameters",
+                   help="second objective of multi-objective algorithms (default parameters)")
+    g.add_argument("--evolve-iterations", action="store_true",
+                   help="add the iteration count T (a share of --iterations) to the genome")
+    g.add_argument("--no-classical-seed", action="store_true",
+                   help="do not seed the first population with classical DIP")
+    g.add_argument("--final-iterations", type=positive_int,
+                   help="Adam steps of the final fit of the best architecture (default: --iterations)")
+
+    for name, text in (("restore", "restore an image with an architecture from a genome file"),
+                       ("baseline", "restore an image with classical DIP, for comparison")):
+        r = sub.add_parser(name, help=text)
+        add_problem_arguments(r, default_crop=None, default_iterations=1000)
+        if name == "restore":
+            r.add_argument("--genome", required=True, help="genome file: best.json, hall_of_fame.json or a "
+                                                            "JSON list of bits")
+
+    sub.add_parser("list", help="list registered tasks, operators and algorithms")
+    return parser
+
+
+def configure_logging(args: argparse.Namespace) -> None:
+    level = logging.WARNING if getattr(args, "quiet", False) else (
+        logging.DEBUG if getattr(args, "verbose", False) else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("nasdip")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    configure_logging(args)
+    from . import commands
+
+    try:
+        return commands.run(args) or 0
+    except UserError as exc:
+        print(f"nasdip: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nasdip: interrupted; files written so far are kept", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: one line unless --verbose
+        if getattr(args, "verbose", False):
+            raise
+        print(f"nasdip: internal error: {type(exc).__name__}: {exc} (rerun with --verbose for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,152 @@
+"""Turning a genome into fitness values: decode, fit, score. The ``Evaluator`` is the toolbox's
+``evaluate``; it is a plain picklable object so any ``map`` (serial, processes, SCOOP) can ship it.
+
+Fitness modes:
+- ``reference``: PSNR of the restoration against the clean image (needs ground truth);
+- ``blind``: a random ``holdout`` share of the observed pixels is kept out of the DIP loss and the
+  fit is scored by its PSNR on them. No ground truth is used; when it is known, the true PSNR is
+  still recorded beside the blind score so the two can be compared.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import traceback
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .errors import UserError
+from .fit import FitResult, copy_task_without_clean, fit
+from .genome import GenomeSpec
+from .network import build_network, count_parameters
+
+FITNESS_MODES = ("reference", "blind")
+OBJECTIVES = {
+    # name: (DEAP weight, worst value for failed fits)
+    "quality": (1.0, 0.0),
+    "parameters": (-1.0, 1e12),
+    "fit_seconds": (-1.0, 1e12),
+}
+
+
+@dataclass(frozen=True)
+class FitnessSettings:
+    """How each genome is scored; part of the evaluation-cache key."""
+
+    mode: str = "reference"
+    iterations: int = 400
+    holdout: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    objectives: tuple[str, ...] = ("quality",)
+
+    def __post_init__(self):
+        if self.mode not in FITNESS_MODES:
+            raise UserError(f"unknown fitness mode {self.mode!r}; valid: {', '.join(FITNESS_MODES)}")
+        if self.iterations < 1:
+            raise UserError(f"--iterations must be >= 1, got {self.iterations}")
+        if not 0.0 < self.holdout < 1.0:
+            raise UserError(f"--holdout must be between 0 and 1, got {self.holdout}")
+        for name in self.objectives:
+            if name not in OBJECTIVES:
+                raise UserError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(OBJECTIVES[o][0] for o in self.objectives)
+
+    @property
+    def worst(self) -> tuple[float, ...]:
+        return tuple(OBJECTIVES[o][1] for o in self.objectives)
+
+
+def derive_seed(*parts: object) -> int:
+    """A 31-bit seed from any parts, stable across processes and machines (unlike ``hash``)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def make_holdout(task, fraction: float, seed: int) -> torch.Tensor:
+    """A random (1, h, w) mask over ``fraction`` of the task's observed pixels, fixed for the whole run
+    so that every architecture is scored on the same held-out pixels."""
+    gen = torch.Generator().manual_seed(derive_seed("holdout", seed))
+    draw = torch.rand(task.observed_mask.shape, generator=gen) < fraction
+    return (draw.float() * (task.observed_mask > 0).float())
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+class Evaluator:
+    """``evaluator.record(bits)`` fits one genome and returns a JSON-able record; ``evaluator(ind)``
+    returns only the fitness tuple (DEAP's ``evaluate`` contract)."""
+
+    def __init__(self, spec: GenomeSpec, task, settings: FitnessSettings):
+        if settings.mode == "reference" and task.clean is None:
+            raise UserError("reference fitness needs a clean image; give --image (clean) or use --fitness blind")
+        self.spec = spec
+        self.task = task
+        self.settings = settings
+        self.holdout = make_holdout(task, settings.holdout, settings.seed) if settings.mode == "blind" else None
+        if self.holdout is not None and float(self.holdout.sum()) < 1:
+            raise UserError("the blind fitness hold-out is empty: the image has too few observed pixels "
+                            "for --holdout; raise --holdout or use a larger image")
+        self._fit_task = copy_task_without_clean(task) if settings.mode == "blind" else task
+        self.context = self._context_key()
+
+    def _context_key(self) -> str:
+        s = self.settings
+        parts = [self.task.name, sorted(self.task.options.items()), tensor_digest(self.task.observation),
+                 tensor_digest(self.task.observed_mask), s.mode, s.iterations, s.holdout, s.seed, s.objectives,
+                 self.spec.to_dict()]
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    def cache_key(self, arch_key: str) -> str:
+        return f"{self.context}:{arch_key}"
+
+    def iterations_for(self, arch) -> int:
+        fraction = arch.iterations_fraction or 1.0
+        return max(1, round(self.settings.iterations * fraction))
+
+    def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None) -> FitResult:
+        result = fit(arch, self._fit_task, iterations or self.iterations_for(arch), device=self.settings.device,
+                     seed=seed, holdout=self.holdout, stopper=stopper)
+        if self.settings.mode == "blind" and self.task.clean is not None:
+            result.metrics.update(self.task.quality(result.restored, self.task.clean))  # recorded, never used
+        return result
+
+    def record(self, bits) -> dict:
+        """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness)."""
+        started = time.time()
+        arch = self.spec.decode(bits)
+        key = arch.key()
+        seed = derive_seed(self.settings.seed, key)
+        rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(), "seed": seed,
+               "host": socket.gethostname(), "pid": os.getpid(), "started": started}
+        try:
+            params = count_parameters(build_network(arch, self.task.channels))
+            result = self.run_fit(arch, seed)
+            values = {"quality": result.metrics["heldout_psnr"] if self.settings.mode == "blind"
+                      else result.metrics["psnr"],
+                      "parameters": float(params), "fit_seconds": result.seconds}
+            rec.update(fitness=[values[o] for o in self.settings.objectives],
+                       objectives={o: values[o] for o in self.settings.objectives},
+                       metrics=result.metrics, parameters=params, iterations=result.iterations,
+                       seconds=result.seconds, device=result.device, error=None)
+        except Exception as exc:  # any failing fit is scored worst; the search goes on
+            rec.update(fitness=list(self.settings.worst),
+                       objectives=dict(zip(self.settings.objectives, self.settings.worst)),
+                       metrics={}, parameters=None, iterations=0, seconds=time.time() - started,
+                       device=self.settings.device, error=f"{type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc(limit=4))
+        return rec
+
+    def __call__(self, individual) -> tuple:
+        return tuple(self.record(individual)["fitness"])
+
+    def describe(self) -> dict:
+        return {"settings": asdict(self.settings), "context": self.context}

@@ -1,0 +1,6 @@
+"""Restoration tasks (registered in ``nasdip_deap.registry.TASKS``); third-party tasks arrive through
+the entry-point group ``nasdip_deap.tasks``."""
+from .base import Task
+from .denoise import Denoise
+
+__all__ = ["Task", "Denoise"]
