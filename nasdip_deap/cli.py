@@ -81,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("search", help="evolve a DIP architecture for one image (no arguments: a small demo)")
-    add_problem_arguments(s, default_crop=64, default_iterations=400)
+    add_problem_arguments(s, default_crop=64, default_iterations=300)
     g = s.add_argument_group("search")
-    g.add_argument("--population", type=positive_int, default=8, help="population size (default 8)")
+    g.add_argument("--population", type=positive_int, default=6, help="population size (default 6)")
     g.add_argument("--generations", type=non_negative_int, default=3,
                    help="generations after the initial population (default 3)")
     g.add_argument("--algorithm", default="ga", help=f"search algorithm: {', '.join(ALGORITHMS.names())} (default ga)")
@@ -110,6 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not seed the first population with classical DIP")
     g.add_argument("--final-iterations", type=positive_int,
                    help="Adam steps of the final fit of the best architecture (default: --iterations)")
+    g.add_argument("--baseline-fit", action="store_true",
+                   help="also fit classical DIP with the final budget at the end, for the report's side-by-side "
+                        "pictures (one extra fit of a large network; without it the report shows classical "
+                        "DIP's search score only)")
+    g = s.add_argument_group("checkpoints and cache")
+    g.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue the interrupted run in RUN_DIR from its checkpoint.pkl, with its saved settings "
+                        "(only --generations, --device, --cache, --quiet, --verbose may be given again)")
+    g.add_argument("--cache", metavar="FILE", action="append",
+                   help="reuse the scores in an evaluation cache file (a run's cache.jsonl) for entries with the "
+                        "same task, image and fitness settings; may be repeated")
 
     for name, text in (("restore", "restore an image with an architecture from a genome file"),
                        ("baseline", "restore an image with classical DIP, for comparison")):
@@ -120,7 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
                                                             "JSON list of bits")
 
     sub.add_parser("list", help="list registered tasks, operators and algorithms")
+    r = sub.add_parser("report", help="write report.html and figures for a search run folder")
+    r.add_argument("run_dir", metavar="RUN_DIR", help="the run folder of `nasdip search`")
     return parser
+
+
+def explicit_options(argv: list[str] | None) -> set[str]:
+    """Names (dests) of the options given on the command line: argparse defaults do not count, so
+    ``--resume`` can tell a conflicting option from an option left out."""
+    parser = build_parser()
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            action.default = argparse.SUPPRESS
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+    return set(vars(parser.parse_args(argv))) - {"command"}
 
 
 def configure_logging(args: argparse.Namespace) -> None:
@@ -141,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     configure_logging(args)
+    if args.command == "search":
+        args.given_options = sorted(explicit_options(argv))
     from . import commands
 
     try:

@@ -1,0 +1,70 @@
+"""Shared fixtures: tiny problems, the optional shared data folder, installing test plugins."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The standard DIP test images (../shared/data, or $NASDIP_DATA); skips when absent."""
+    path = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+    if not (path / "F16_GT.png").exists():
+        pytest.skip(f"shared test images not found at {path} (set NASDIP_DATA to their folder)")
+    return path
+
+
+@pytest.fixture
+def tiny_image() -> torch.Tensor:
+    """A 32x32 RGB image with structure (smooth gradients and an edge), deterministic."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    img = torch.stack([x, y, ((x > 0.5) ^ (y > 0.5)).float() * 0.6 + 0.2])
+    return img.clamp(0, 1)
+
+
+@pytest.fixture
+def write_png(tmp_path):
+    """write_png(name, tensor) -> path of a PNG in tmp_path."""
+    from nasdip_deap.image_io import save_image
+
+    def write(name: str, img: torch.Tensor) -> Path:
+        path = tmp_path / name
+        save_image(img, path)
+        return path
+
+    return write
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m nasdip_deap ARGS`` in a subprocess (the real CLI, exit codes and all)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "nasdip_deap", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def install_plugin(tmp_path_factory):
+    """install_plugin(folder) -> site dir: really pip-installs a test plugin package (with its entry
+    points) into a private target folder, so nothing leaks into the environment."""
+
+    def install(folder: Path) -> Path:
+        target = tmp_path_factory.mktemp(f"site-{Path(folder).name}")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--disable-pip-version-check", "--target", str(target), str(folder)],
+                       check=True, capture_output=True, text=True, timeout=300)
+        return target
+
+    return install
