@@ -13,13 +13,19 @@ from typing import Callable, ClassVar
 from deap import algorithms as deap_algorithms
 from deap import tools
 
+from .errors import UserError
 from .registry import ALGORITHMS
 
 Evaluate = Callable[[list], None]
 
 
 class Algorithm:
-    """Base class: subclasses implement ``step``."""
+    """Base class: subclasses implement ``step``; the search loop calls ``initialize`` once, then ``step``
+    once per generation, and keeps ``archive(...)`` updated with every evaluated offspring.
+
+    The constructor receives ``cxpb``, ``mutpb`` and ``lambda_`` from the command line; raise
+    ``UserError`` for a combination the algorithm cannot use.
+    """
 
     name: ClassVar[str] = ""
     multi_objective: ClassVar[bool] = False
@@ -47,9 +53,15 @@ class Algorithm:
 
 @ALGORITHMS.register("ga")
 class SimpleGA(Algorithm):
-    """Generational GA with DEAP eaSimple semantics: select, varAnd (crossover then mutation), replace."""
+    """Generational GA with DEAP eaSimple semantics: select, vary (varAnd), replace the population."""
 
     name = "ga"
+
+    def __init__(self, cxpb: float = 0.5, mutpb: float = 0.2, lambda_: int | None = None):
+        if lambda_ is not None:
+            raise UserError("ga replaces the whole population each generation; --lambda applies to "
+                            "mu-plus-lambda and nsga2")
+        super().__init__(cxpb, mutpb, lambda_)
 
     def step(self, population, toolbox, evaluate):
         offspring = toolbox.select(population, len(population))
@@ -60,16 +72,22 @@ class SimpleGA(Algorithm):
 
 @ALGORITHMS.register("mu-plus-lambda")
 class MuPlusLambda(Algorithm):
-    """(mu + lambda) with DEAP eaMuPlusLambda semantics: varOr makes lambda children, survivors are
-    selected from parents and children together."""
+    """(mu + lambda) with DEAP eaMuPlusLambda semantics: parents and lambda children compete.
+
+    varOr makes each child by crossover, mutation or reproduction; survivors are selected from
+    parents and children together."""
 
     name = "mu-plus-lambda"
 
     def __init__(self, cxpb: float = 0.5, mutpb: float = 0.3, lambda_: int | None = None):
         if cxpb + mutpb > 1.0:
-            from .errors import UserError
-            raise UserError(f"mu-plus-lambda needs --cxpb + --mutpb <= 1, got {cxpb} + {mutpb}")
+            raise UserError(f"{self.name} needs --cxpb + --mutpb <= 1, got {cxpb} + {mutpb}")
         super().__init__(cxpb, mutpb, lambda_)
+
+    def initialize(self, population, toolbox):
+        if len(population) < 2 and self.cxpb > 0:
+            raise UserError(f"{self.name} mates two distinct parents: use --population 2 or more, or --cxpb 0")
+        return population
 
     def step(self, population, toolbox, evaluate):
         offspring = deap_algorithms.varOr(population, toolbox, self.lambda_ or len(population),
@@ -87,6 +105,7 @@ class NSGA2(MuPlusLambda):
     default_selection = "nsga2"
 
     def initialize(self, population, toolbox):
+        population = super().initialize(population, toolbox)
         return toolbox.select(population, len(population))  # assigns crowding distances
 
     def archive(self, size, similar):

@@ -25,6 +25,8 @@ REG_NOISE = (0.0, 1 / 60, 1 / 30, 0.05)
 ACTIVATIONS = ("leaky_relu", "relu", "elu", "silu")
 ITERATION_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 MIN_LEVELS, MAX_LEVELS = 1, 6
+_BIT_CHARS = bytes.maketrans(b"\x00\x01", b"01")  # bit values -> the ASCII digits int(..., 2) reads
+_BIT_VALUES = frozenset((0, 1))
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,34 @@ class GenomeSpec:
         self.slices: tuple[tuple[int, int], ...] = self._slices()
         self.length = self.slices[-1][1]
         self._index = {f.name: i for i, f in enumerate(self.fields)}
+        self._build_caches()
+
+    def _build_caches(self) -> None:
+        """Precompute what the hot paths (decode, gene-aware operators) would otherwise rebuild per call."""
+        fields, slices = self.fields, self.slices
+        self._names = tuple(f.name for f in fields)
+        self._gene_cuts = tuple(slices[i][0] for i in range(1, len(fields)) if fields[i].group != fields[i - 1].group)
+        # per field: (shift from the least significant bit, mask, value table) over the genome read as one integer
+        self._readers = tuple((self.length - stop, (1 << (stop - start)) - 1, f.values)
+                              for f, (start, stop) in zip(fields, slices))
+        at = self._index
+        self._plan_encoders = tuple(tuple(at[f"level{n}.encoder.{k}"] for k in ("channels", "kernel", "downsample",
+                                                                                  "second_conv"))
+                                    for n in range(self.levels))
+        self._plan_decoders = tuple(tuple(at[f"level{n}.decoder.{k}"] for k in ("channels", "kernel", "upsample",
+                                                                                  "conv1x1"))
+                                    for n in range(self.levels))
+        self._plan_skips = tuple((n, m, at[f"level{n}.skip{m}.gate"], at[f"level{n}.skip{m}.channels"])
+                                 for n in range(self.levels) for m in range(self.levels))
+        self._plan_meta = tuple(at[f"meta.{k}"] for k in ("learning_rate", "input_depth", "reg_noise_std",
+                                                          "activation"))
+        self._plan_iterations = at.get("meta.iterations_fraction")
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling (SCOOP workers, checkpoints): restore, and rebuild the caches if an older pickle lacks them."""
+        self.__dict__.update(state)
+        if "_readers" not in state:
+            self._build_caches()
 
     def _slices(self) -> tuple[tuple[int, int], ...]:
         out, start = [], 0
@@ -108,11 +138,12 @@ class GenomeSpec:
 
     def gene_boundaries(self) -> list[int]:
         """Bit positions between genes (encoder block, decoder block, one skip, one meta-parameter)."""
-        cuts = []
-        for i in range(1, len(self.fields)):
-            if self.fields[i].group != self.fields[i - 1].group:
-                cuts.append(self.slices[i][0])
-        return cuts
+        return list(self._gene_cuts)
+
+    @property
+    def gene_cuts(self) -> tuple[int, ...]:
+        """``gene_boundaries()`` as a precomputed tuple, for operators that run once per mating."""
+        return self._gene_cuts
 
     def layout_table(self) -> list[tuple[str, int, str]]:
         """(field, bits, values) rows for the documentation."""
@@ -122,6 +153,11 @@ class GenomeSpec:
     def check_bits(self, bits: Sequence[Any]) -> None:
         if len(bits) != self.length:
             raise GenomeError(f"genome has {len(bits)} bits; the {self.levels}-level spec needs {self.length}")
+        try:
+            if set(bits) <= _BIT_VALUES:  # fast path: every bit hashes and compares equal to 0 or 1
+                return
+        except TypeError:  # an unhashable entry: the scan below names it
+            pass
         bad = [b for b in bits if b not in (0, 1) or isinstance(b, float) and not float(b).is_integer()]
         if bad:
             raise GenomeError(f"genome bits must be 0 or 1, found {bad[0]!r}")
@@ -139,26 +175,34 @@ class GenomeSpec:
         for k in range(width):
             bits[start + k] = (index >> (width - 1 - k)) & 1
 
-    def values(self, bits: Sequence[int]) -> dict[str, Any]:
+    def field_values(self, bits: Sequence[int]) -> list:
+        """The decoded value of every field, in field order (checks the bits first)."""
         self.check_bits(bits)
-        return {f.name: f.values[self.field_index(bits, i)] for i, f in enumerate(self.fields)}
+        raw = None
+        if isinstance(bits, list):
+            try:
+                raw = bytes(bits)  # fast path: ints and bools (the usual genomes)
+            except TypeError:
+                pass
+        if raw is None:
+            raw = bytes(int(b) for b in bits)  # floats 0.0/1.0, numpy arrays, tuples: already checked
+        whole = int(raw.translate(_BIT_CHARS), 2)  # most significant bit first, as field_index reads
+        return [table[(whole >> shift) & mask] for shift, mask, table in self._readers]
+
+    def values(self, bits: Sequence[int]) -> dict[str, Any]:
+        return dict(zip(self._names, self.field_values(bits)))
 
     def decode(self, bits: Sequence[int]) -> Architecture:
         """Bits -> Architecture. Valid for every bit string of length ``self.length``."""
-        v = self.values(bits)
-        n_levels = self.levels
-        encoders = tuple(EncoderBlock(v[f"level{n}.encoder.channels"], v[f"level{n}.encoder.kernel"],
-                                      v[f"level{n}.encoder.downsample"], v[f"level{n}.encoder.second_conv"])
-                         for n in range(n_levels))
-        decoders = tuple(DecoderBlock(v[f"level{n}.decoder.channels"], v[f"level{n}.decoder.kernel"],
-                                      v[f"level{n}.decoder.upsample"], v[f"level{n}.decoder.conv1x1"])
-                         for n in range(n_levels))
-        skips = tuple(Skip(n, m, v[f"level{n}.skip{m}.channels"])
-                      for n in range(n_levels) for m in range(n_levels) if v[f"level{n}.skip{m}.gate"])
-        return Architecture(encoders, decoders, skips,
-                            learning_rate=v["meta.learning_rate"], input_depth=v["meta.input_depth"],
-                            reg_noise_std=v["meta.reg_noise_std"], activation=v["meta.activation"],
-                            iterations_fraction=v.get("meta.iterations_fraction"))
+        v = self.field_values(bits)
+        encoders = tuple(EncoderBlock(v[c], v[k], v[d], v[s]) for c, k, d, s in self._plan_encoders)
+        decoders = tuple(DecoderBlock(v[c], v[k], v[u], v[x]) for c, k, u, x in self._plan_decoders)
+        skips = tuple(Skip(n, m, v[channels]) for n, m, gate, channels in self._plan_skips if v[gate])
+        lr, depth, noise, activation = self._plan_meta
+        iterations = self._plan_iterations
+        return Architecture(encoders, decoders, skips, learning_rate=v[lr], input_depth=v[depth],
+                            reg_noise_std=v[noise], activation=v[activation],
+                            iterations_fraction=None if iterations is None else v[iterations])
 
     def encode(self, arch: Architecture) -> list[int]:
         """Architecture -> bits. ``decode(encode(a)) == a``; the channel bits of a closed skip gate are

@@ -15,13 +15,26 @@ OPERATORS.add("uniform", tools.cxUniform, kind="crossover", defaults={"indpb": 0
               summary="DEAP cxUniform: swap each bit with probability indpb")
 
 
-@OPERATORS.register("gene-aware", kind="crossover")
+@OPERATORS.register("gene-aware", kind="crossover",
+                    summary="two-point crossover cutting only between genes (blocks, skips, meta-parameters)")
 def cx_gene_aware(ind1, ind2, spec):
     """Two-point crossover whose cuts fall only between genes, so encoder, decoder, skip and
-    meta-parameter genes are inherited whole."""
-    cuts = spec.gene_boundaries()
-    if len(cuts) < 2:
-        return tools.cxTwoPoint(ind1, ind2)
-    a, b = sorted(random.sample(cuts, 2))
+    meta-parameter genes are inherited whole.
+
+    Like DEAP's ``cxTwoPoint``, the swapped segment may run to the end of the genome, so every split of
+    the genes into two arcs is reachable (the first and last gene can come from different parents).
+    """
+    cuts = spec.gene_cuts  # precomputed interior gene boundaries
+    n = len(cuts) + 1  # the end of the genome is a cut point too
+    if n < 2:
+        return ind1, ind2  # a single gene: nothing can be exchanged whole
+    i = random.randrange(n)
+    j = random.randrange(n - 1)
+    if j >= i:
+        j += 1
+    else:
+        i, j = j, i
+    a = cuts[i]
+    b = cuts[j] if j < n - 1 else len(ind1)
     ind1[a:b], ind2[a:b] = ind2[a:b], ind1[a:b]
     return ind1, ind2

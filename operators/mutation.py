@@ -11,13 +11,21 @@ OPERATORS.add("flip-bit", tools.mutFlipBit, kind="mutation", defaults={"indpb": 
               summary="DEAP mutFlipBit: flip each bit with probability indpb")
 
 
-@OPERATORS.register("field-aware", kind="mutation", defaults={"indpb": 0.05})
+@OPERATORS.register("field-aware", kind="mutation", defaults={"indpb": 0.05},
+                    summary="redraw each whole field with probability indpb, always to another valid value")
 def mut_field_aware(individual, spec, indpb):
     """Redraw each whole field with probability indpb, to another value of its table (never a no-op
     redraw), so a mutation moves between valid values instead of flipping one high bit."""
-    for i, f in enumerate(spec.fields):
-        if random.random() < indpb:
-            current = spec.field_index(individual, i)
-            new = random.randrange(len(f.values) - 1)
-            spec.set_field_index(individual, i, new + (new >= current))
+    draw, bits = random.random, random.getrandbits
+    for start, stop in spec.slices:  # a field's table has 2**width values: every bit pattern is valid
+        if draw() < indpb:
+            width = stop - start
+            current = 0
+            for k in range(start, stop):  # read and write bit by bit: no temporary lists, no GC pressure
+                current = (current << 1) | int(individual[k])
+            new = current
+            while new == current:  # uniform over the other 2**width - 1 values
+                new = bits(width)
+            for k in range(start, stop):
+                individual[k] = (new >> (stop - 1 - k)) & 1
     return individual,
