@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 from .runfolder import append_jsonl, result_entry, write_json
@@ -36,30 +37,69 @@ class ResultsWriter:
 
 
 class ProgressHook:
-    """A tqdm bar per generation on a terminal; plain log lines otherwise."""
+    """Progress of a search. On a terminal: a tqdm bar per generation with fits done, best and mean
+    quality, fits per second and time left. Otherwise: plain log lines, one per generation and, in
+    long generations, one every ``log_every`` seconds. ``quiet`` shows no bar (logging is then at
+    warning level, so no lines either); ``--verbose`` adds a line per fit."""
 
-    def __init__(self, stream=None, quiet: bool = False):
+    def __init__(self, stream=None, quiet: bool = False, generations: int | None = None,
+                 log_every: float = 60.0):
         self.stream = stream or sys.stderr
         self.quiet = quiet
+        self.generations = generations
+        self.log_every = log_every
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bar = None
+        self.run_started = self.gen_started = self.last_line = time.perf_counter()
+        self.first_generation = 0
+        self.total = self.done = 0
+        self.values: list[float] = []
+
+    def _label(self, search) -> str:
+        return f"gen {search.generation}" + (f"/{self.generations}" if self.generations is not None else "")
+
+    def on_start(self, search):
+        self.run_started = time.perf_counter()
+        self.first_generation = search.generation if search.population is not None else -1
 
     def on_evaluations_start(self, search, n):
+        self.total, self.done, self.values = n, 0, []
+        self.gen_started = self.last_line = time.perf_counter()
         if self.quiet or not self.tty or n == 0:
             return
         from tqdm import tqdm
 
-        self.bar = tqdm(total=n, desc=f"gen {search.generation}", unit="fit", file=self.stream, leave=False)
+        self.bar = tqdm(total=n, desc=self._label(search), unit="fit", file=self.stream, leave=False,
+                        dynamic_ncols=True)
+
+    def _best(self, search) -> float | None:
+        archived = [ind.fitness.values[0] for ind in search.archive]
+        return max(archived + self.values) if archived or self.values else None
 
     def on_evaluation(self, search, record):
         quality = record["fitness"][0]
+        self.done += 1
+        if record["error"] is None:
+            self.values.append(quality)
+        best = self._best(search)
+        mean = sum(self.values) / len(self.values) if self.values else None
         if self.bar is not None:
             self.bar.update(1)
-            values = [r["fitness"][0] for r in search.cache.values()]
-            self.bar.set_postfix(best=f"{max(values):.2f}", mean=f"{sum(values) / len(values):.2f}")
-        message = f"gen {search.generation} fit {record['key'][:8]}: fitness {quality:.3f} " \
+            self.bar.set_postfix(best=_number(best), mean=_number(mean), refresh=False)
+        elif not self.quiet and time.perf_counter() - self.last_line >= self.log_every and self.done < self.total:
+            self.last_line = time.perf_counter()
+            elapsed = self.last_line - self.gen_started
+            rate = self.done / elapsed if elapsed > 0 else float("inf")
+            left = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info("%s: %d/%d fits, best %s, mean %s, %.2f fits/s, ~%s left in this generation",
+                     self._label(search), self.done, self.total, _number(best), _number(mean), rate,
+                     _duration(left))
+        message = f"{self._label(search)} fit {record['key'][:8]}: fitness {quality:.3f} " \
                   f"in {record['seconds']:.1f}s" + (f" FAILED {record['error']}" if record["error"] else "")
-        log.debug(message)
+        if self.bar is not None and log.isEnabledFor(logging.DEBUG):
+            self.bar.write(message, file=self.stream)  # keeps the bar intact
+        else:
+            log.debug(message)
 
     def on_generation(self, search):
         if self.bar is not None:
@@ -67,6 +107,31 @@ class ProgressHook:
             self.bar = None
         row = search.logbook[-1]
         extra = f", true PSNR max {row['true_psnr_max']:.2f}" if "true_psnr_max" in row else ""
-        log.info("gen %d: %d fits, %d cache hits, quality max %.3f mean %.3f%s, %.1fs",
-                 row["gen"], row["fits"], row["cache_hits"], row["quality_max"], row["quality_mean"], extra,
-                 row["seconds"])
+        rate = f", {row['fits'] / row['seconds']:.2f} fits/s" if row["fits"] and row["seconds"] > 0 else ""
+        log.info("%s: %d fits, %d cache hits, quality max %.3f mean %.3f%s, %.1fs%s%s",
+                 self._label(search), row["fits"], row["cache_hits"], row["quality_max"], row["quality_mean"],
+                 extra, row["seconds"], rate, self._run_left(search))
+
+    def _run_left(self, search) -> str:
+        """Time left for the whole run, from the mean generation time of this session."""
+        done = search.generation - self.first_generation
+        if self.generations is None or done <= 0 or search.generation >= self.generations:
+            return ""
+        per_generation = (time.perf_counter() - self.run_started) / done
+        return f"; ~{_duration(per_generation * (self.generations - search.generation))} left"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _duration(seconds: float) -> str:
+    """45s, 3m05s, 2h04m: short enough for a progress line."""
+    if seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
