@@ -20,6 +20,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+class FitTimeout(FitError):
+    """A fit that ran past its time limit (``--eval-timeout``); the search scores it worst."""
+
+
 @dataclass
 class FitResult:
     """What one fit produced; ``restored`` is the exponential moving average of the outputs."""
@@ -40,14 +44,94 @@ def make_input(arch: Architecture, size: tuple[int, int], generator: torch.Gener
     return torch.rand((1, arch.input_depth, *size), generator=generator) * 0.1
 
 
+@dataclass(frozen=True)
+class EngineOptions:
+    """Speed settings of the fit engine. ``precision="bf16"`` runs forward/backward under bfloat16
+    autocast (CUDA only); ``channels_last`` changes the memory format of the network and its input."""
+
+    precision: str = "fp32"
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
+
+
+class Trainer:
+    """One DIP fit as an object: ``step()`` is one Adam iteration, ``finish()`` gives the FitResult.
+    ``fit()`` drives it; benchmarks time ``step()`` alone."""
+
+    def __init__(self, arch: Architecture, task, device: torch.device, seed: int,
+                 holdout: torch.Tensor | None = None, ema: float = 0.99, options: EngineOptions | None = None):
+        self.start = time.perf_counter()
+        self.arch, self.task, self.ema = arch, task, ema
+        self.options = options or EngineOptions()
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        size = task.output_size
+        fmt = torch.channels_last if self.options.channels_last else torch.contiguous_format
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes for the whole fit: autotune once
+        self.net = build_network(arch, out_channels=task.channels, image_size=size).to(device, memory_format=fmt)
+        self.z = make_input(arch, size, gen).to(device).contiguous(memory_format=fmt)
+        self.noise = torch.empty_like(self.z)
+        self.obs = task.observation.unsqueeze(0).to(device)
+        observed = task.observed_mask.unsqueeze(0).to(device)
+        self.train_mask = observed if holdout is None else observed * (1 - holdout.unsqueeze(0).to(device))
+        self.held = None if holdout is None else observed * holdout.unsqueeze(0).to(device)
+        self.full_mask = bool(self.train_mask.min() > 0)
+        self.clean = None if task.clean is None else task.clean.unsqueeze(0).to(device)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=arch.learning_rate)
+        self.autocast = self.options.precision == "bf16" and device.type == "cuda"
+        self.device = device
+        self.average: torch.Tensor | None = None
+        self.steps = 0
+        self.losses: list[torch.Tensor] = []
+
+    def step(self) -> None:
+        """One Adam iteration on the perturbed input, and the moving average of the output."""
+        self.steps += 1
+        self.optimizer.zero_grad(set_to_none=True)
+        net_input = self.z
+        if self.arch.reg_noise_std > 0:
+            net_input = self.z + self.noise.normal_() * self.arch.reg_noise_std
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.net(net_input)
+        out = out.float()
+        loss = metrics.mse(self.task.forward(out), self.obs, None if self.full_mask else self.train_mask)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(loss.detach())
+        with torch.no_grad():
+            out = out.detach()
+            decay = min(self.ema, (1 + self.steps) / (10 + self.steps))  # warm-up: first outputs must not linger
+            self.average = out if self.average is None else self.average.mul_(decay).add_(out, alpha=1 - decay)
+
+    def scores(self) -> tuple[float | None, float | None]:
+        """(true PSNR of the average when the clean image is known, PSNR on held-out pixels when any)."""
+        with torch.no_grad():
+            true = metrics.psnr(self.average, self.clean) if self.clean is not None else None
+            held = (metrics.psnr(self.task.forward(self.average), self.obs, self.held)
+                    if self.held is not None else None)
+        return true, held
+
+    def loss_values(self) -> list[float]:
+        """Loss per step so far (one device sync for the whole batch of steps)."""
+        values = torch.stack(self.losses).float().cpu().tolist() if self.losses else []
+        if any(v != v or v == float("inf") for v in values):
+            raise FitError(f"non-finite loss by step {self.steps}")
+        return values
+
+
 def fit(arch: Architecture, task, iterations: int, device: str = "auto", seed: int = 0,
         holdout: torch.Tensor | None = None, log_every: int | None = None, ema: float = 0.99,
-        stopper=None) -> FitResult:
+        stopper=None, deadline: float | None = None, options: EngineOptions | None = None) -> FitResult:
     """Train ``arch`` on ``task`` for ``iterations`` Adam steps and return the restoration.
 
     ``holdout`` is a (1, h, w) mask of observed pixels kept out of the loss; the fit then reports
-    ``heldout_psnr``, the blind fitness. ``stopper`` (optional) is called as
-    ``stopper(step, heldout_psnr)`` at each log point and ends the fit when it returns True.
+    ``heldout_psnr``, the blind fitness. At each log point ``stopper(step, score)`` (optional) may end
+    the fit early; ``score`` is the held-out PSNR when pixels are held out, else the true PSNR.
+    ``deadline`` (a ``time.perf_counter()`` value) makes a fit still running then raise ``FitTimeout``.
     Deterministic on the CPU for a given seed; the caller's RNG state is left untouched.
     """
     if iterations < 1:
@@ -55,64 +139,36 @@ def fit(arch: Architecture, task, iterations: int, device: str = "auto", seed: i
     dev = resolve_device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return _fit(arch, task, iterations, dev, seed, holdout, log_every, ema, stopper)
+        return _fit(Trainer(arch, task, dev, seed, holdout, ema, options), iterations, log_every, stopper, deadline)
 
 
-def _fit(arch, task, iterations, dev, seed, holdout, log_every, ema, stopper) -> FitResult:
-    start = time.perf_counter()
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    size = task.output_size
-    net = build_network(arch, out_channels=task.channels, image_size=size).to(dev)
-    z = make_input(arch, size, gen).to(dev)
-    obs = task.observation.unsqueeze(0).to(dev)
-    observed = task.observed_mask.unsqueeze(0).to(dev)
-    train_mask = observed if holdout is None else observed * (1 - holdout.unsqueeze(0).to(dev))
-    held = None if holdout is None else (observed * holdout.unsqueeze(0).to(dev))
-    full_mask = bool(train_mask.min() > 0)
-    clean = None if task.clean is None else task.clean.unsqueeze(0).to(dev)
-    optimizer = torch.optim.Adam(net.parameters(), lr=arch.learning_rate)
+def _fit(trainer: Trainer, iterations, log_every, stopper, deadline) -> FitResult:
+    result = FitResult(restored=torch.empty(0), loss_history=[], device=str(trainer.device))
     log_every = log_every or max(1, iterations // 50)
-    noise = torch.empty_like(z)
-    result = FitResult(restored=torch.empty(0), loss_history=[], device=str(dev))
-    average = None
-    step = 0
     for step in range(1, iterations + 1):
-        optimizer.zero_grad(set_to_none=True)
-        net_input = z
-        if arch.reg_noise_std > 0:
-            noise.normal_(generator=None)
-            net_input = z + noise * arch.reg_noise_std
-        out = net(net_input)
-        predicted = task.forward(out)
-        loss = metrics.mse(predicted, obs, None if full_mask else train_mask)
-        loss.backward()
-        optimizer.step()
-        value = float(loss.detach())
-        if value != value or value == float("inf"):
-            raise FitError(f"non-finite loss at step {step}")
-        result.loss_history.append(value)
-        with torch.no_grad():
-            out = out.detach()
-            decay = min(ema, (1 + step) / (10 + step))  # warm-up: the first outputs must not linger
-            average = out if average is None else average.mul_(decay).add_(out, alpha=1 - decay)
-            if step % log_every == 0 or step == iterations:
-                if clean is not None:
-                    result.psnr_history.append((step, metrics.psnr(average, clean)))
-                if held is not None:
-                    score = metrics.psnr(task.forward(average), obs, held)
-                    result.heldout_history.append((step, score))
-                    if stopper is not None and stopper(step, score):
-                        result.stopped_early = True
-                        break
-    restored = average[0].detach().float().cpu()
+        trainer.step()
+        if deadline is not None and time.perf_counter() > deadline:
+            raise FitTimeout(f"still running after step {step} of {iterations} at the time limit")
+        if step % log_every == 0 or step == iterations:
+            trainer.loss_values()  # fails fast on a non-finite loss
+            true, held = trainer.scores()
+            if true is not None:
+                result.psnr_history.append((step, true))
+            if held is not None:
+                result.heldout_history.append((step, held))
+            score = held if held is not None else true
+            if stopper is not None and score is not None and step < iterations and stopper(step, score):
+                result.stopped_early = True
+                break
+    result.loss_history = trainer.loss_values()
+    restored = trainer.average[0].detach().float().cpu()
     result.restored = restored
-    result.iterations = step
-    result.seconds = time.perf_counter() - start
-    if held is not None and result.heldout_history:
+    result.iterations = trainer.steps
+    result.seconds = time.perf_counter() - trainer.start
+    if result.heldout_history:
         result.metrics["heldout_psnr"] = result.heldout_history[-1][1]
-    if task.clean is not None:
-        result.metrics.update(task.quality(restored, task.clean))
+    if trainer.task.clean is not None:
+        result.metrics.update(trainer.task.quality(restored, trainer.task.clean))
     return result
 
 

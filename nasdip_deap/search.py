@@ -16,6 +16,7 @@ from deap import base, tools
 
 from . import deap_types
 from .algorithms import Algorithm
+from .fidelity import FullFidelity
 from .fitness import Evaluator
 from .genome import GenomeSpec, classical_dip
 
@@ -78,6 +79,7 @@ class Search:
     archive_size: int = 5
     seed_classical: bool = True
     hooks: list = field(default_factory=list)
+    fidelity: object = field(default_factory=FullFidelity)  # how much training each new candidate gets
     # state (checkpointed)
     population: list | None = None
     archive: object = None
@@ -118,13 +120,15 @@ class Search:
         c.duplicates += len(invalid) - len(groups)
         self._emit("on_evaluations_start", len(missing))
         bits = [list(groups[key][0]) for key in missing]
-        for key, record in zip(missing, self.toolbox.map(self.evaluator.record, bits)):
+        for key, record in zip(missing, self.fidelity.evaluate(self, bits)):
             record["generation"] = self.generation
             self.cache[key] = record
-            c.fits += 1
+            spent = record.get("spent") or {"fits": 1, "iterations": record["iterations"],
+                                            "seconds": record["seconds"]}
+            c.fits += spent["fits"]
             c.failures += record["error"] is not None
-            c.iterations += record["iterations"]
-            c.fit_seconds += record["seconds"]
+            c.iterations += spent["iterations"]
+            c.fit_seconds += spent["seconds"]
             self._emit("on_evaluation", record)
         for key, members in groups.items():
             values = tuple(self.cache[key]["fitness"])

@@ -1,0 +1,110 @@
+"""Multi-fidelity evaluation: how much training each candidate of a generation gets.
+
+``full``: every new candidate is fitted with the whole iteration budget.
+``halving``: successive halving within a generation (Jamieson & Talwalkar; Li et al.'s Hyperband
+rung): every new candidate is first fitted with ``budget / eta**(rungs-1)`` iterations, the best
+``1/eta`` continue to ``eta`` times more, and so on up to the full budget; a candidate keeps the
+fitness of the last rung it reached. At the full rung, fits whose score curve is clearly behind the
+best full fit seen so far are stopped early (``CurveStopper``). Fits restart at each rung (nothing is
+shipped between workers), and every fit of every rung is counted in the run's compute.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+from .errors import UserError
+from .registry import Registry
+
+FIDELITIES = Registry("fidelity", "nasdip_deap.fidelities")
+
+
+def spent(records: list[dict]) -> dict:
+    """Compute of a list of fit records: fits, DIP iterations, fit seconds."""
+    return {"fits": len(records), "iterations": sum(r["iterations"] for r in records),
+            "seconds": sum(r["seconds"] for r in records)}
+
+
+@FIDELITIES.register("full")
+@dataclass
+class FullFidelity:
+    """Every new candidate gets the whole iteration budget."""
+
+    def describe(self) -> dict:
+        return {"name": "full"}
+
+    def evaluate(self, search, bits: list[list[int]]):
+        """Yield one final record per genome, in order (lazily, so progress shows as fits finish)."""
+        for record in search.toolbox.map(search.evaluator.record, bits):
+            record["spent"] = spent([record])
+            yield record
+
+
+@FIDELITIES.register("halving")
+@dataclass
+class SuccessiveHalving:
+    """Successive halving within each generation: cheap fits for all, the full budget for the best."""
+
+    eta: int = 3
+    rungs: int = 3
+    curve_margin: float = 1.0  # dB behind the best full fit's curve that stops a full-budget fit
+
+    def __post_init__(self):
+        if self.eta < 2 or self.rungs < 1:
+            raise UserError(f"halving needs eta >= 2 and rungs >= 1, got eta={self.eta}, rungs={self.rungs}")
+
+    def describe(self) -> dict:
+        return {"name": "halving", "eta": self.eta, "rungs": self.rungs, "curve_margin": self.curve_margin}
+
+    def budgets(self, iterations: int) -> list[int]:
+        return [max(1, round(iterations / self.eta ** (self.rungs - 1 - r))) for r in range(self.rungs)]
+
+    def evaluate(self, search, bits: list[list[int]]):
+        budgets = self.budgets(search.evaluator.settings.iterations)
+        alive = list(range(len(bits)))
+        history: dict[int, list[dict]] = {i: [] for i in alive}
+        for rung, iterations in enumerate(budgets):
+            last = rung == len(budgets) - 1
+            reference = self.reference_curve(search, iterations) if last else None
+            record = functools.partial(search.evaluator.record, iterations=iterations, reference_curve=reference,
+                                       curve_margin=self.curve_margin)
+            for i, rec in zip(alive, search.toolbox.map(record, [bits[i] for i in alive])):
+                rec["fidelity"] = {"rung": rung, "iterations": iterations, "budget": budgets[-1]}
+                history[i].append(rec)
+            if last:
+                break
+            keep = max(1, math.ceil(len(alive) / self.eta))
+            alive = sorted(alive, key=lambda i: history[i][-1]["fitness"][0], reverse=True)[:keep]
+        for i in range(len(bits)):
+            final = history[i][-1]
+            final["spent"] = spent(history[i])
+            final["rungs"] = [{"iterations": r["iterations"], "fitness": r["fitness"], "metrics": r["metrics"]}
+                              for r in history[i]]
+            yield final
+
+    @staticmethod
+    def reference_curve(search, iterations: int):
+        """The score curve of the best finished full-budget fit in the cache, if any."""
+        best = None
+        for rec in search.cache.values():
+            fid = rec.get("fidelity")
+            if rec.get("error") or not rec.get("curve") or not fid or fid["iterations"] != iterations:
+                continue
+            if rec.get("stopped_early"):
+                continue
+            if best is None or rec["fitness"][0] > best["fitness"][0]:
+                best = rec
+        return None if best is None else [tuple(p) for p in best["curve"]]
+
+
+def make_fidelity(text: str):
+    """``"halving"`` or ``"halving:eta=4,rungs=3"`` -> a fidelity strategy."""
+    from .operators.binding import parse_operator  # the same NAME:key=value syntax as operators
+
+    name, params = parse_operator(text)
+    cls = FIDELITIES.get(name)
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise UserError(f"bad parameters for fidelity {name!r}: {exc}") from None
