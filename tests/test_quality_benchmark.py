@@ -1,0 +1,38 @@
+"""The quality benchmark's machinery on a tiny image, in seconds (benchmarks/quality.py)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image):
+    image = write_png("tiny.png", tiny_image)
+    rows = quality.main(["--images", str(image), "--size", "32", "--population", "2", "--generations", "1",
+                         "--iterations", "4", "--final-iterations", "4", "--seeds", "2", "--also-reference",
+                         "--device", "cpu", "--out", str(tmp_path / "q")])
+    assert [r["task"] for r in rows] == ["denoise", "inpaint", "super-resolution"]
+    for row in rows:
+        for column in ("classical", "blind", "reference"):
+            assert len(row[column]["runs"]) == 2 and row[column]["psnr"] > 0
+        assert row["blind"]["fits"] >= 1 and row["blind"]["iterations"] >= 4
+    saved = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert len(saved["rows"]) == 3
+    table = (tmp_path / "q" / "quality.md").read_text()
+    assert "searched (blind)" in table and "Mean gain" in table
+
+
+def test_inpaint_uses_the_images_own_mask(quality, shared_data):
+    task = quality.make_task("inpaint", str(shared_data / "vase.png"), 64, 0)
+    assert task.options == {"mask": "vase_mask.png"}
+    assert 0 < float(task.observed_mask.mean()) < 1
