@@ -32,6 +32,16 @@ def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     try:
         value = float(text)
@@ -117,10 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group("checkpoints and cache")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR from its checkpoint.pkl, with its saved settings "
-                        "(only --generations, --device, --cache, --quiet, --verbose may be given again)")
+                        "(only --generations, --device, --backend, --workers, --cache, --quiet, --verbose may take new values); "
+                        "checkpoints are pickles: never resume a run folder from an untrusted source")
     g.add_argument("--cache", metavar="FILE", action="append",
                    help="reuse the scores in an evaluation cache file (a run's cache.jsonl) for entries with the "
                         "same task, image and fitness settings; may be repeated")
+    g = s.add_argument_group("evaluation backend (see README: running across hosts)")
+    g.add_argument("--backend", choices=("serial", "processes", "scoop"),
+                   help="where fits run: serial (this process), processes (worker processes on this machine, one "
+                        "per GPU or per core), scoop (the workers of `python -m scoop`); default: scoop when run "
+                        "under SCOOP, else serial")
+    g.add_argument("--workers", type=positive_int,
+                   help="worker processes for --backend processes (default: one per GPU, else one per core)")
+    g.add_argument("--threads", type=positive_int, default=1,
+                   help="torch CPU threads per fit (default 1); fixed so that a seed gives the same result with "
+                        "any backend and worker count")
+    g.add_argument("--eval-timeout", type=positive_float, metavar="SECONDS",
+                   help="a fit still running after this many seconds fails (worst fitness, recorded in "
+                        "errors.jsonl)")
+
+    g = s.add_argument_group("cost of a search (multi-fidelity, early stopping, speed)")
+    g.add_argument("--fidelity", default="full",
+                   help="full: every new candidate gets --iterations; halving[:eta=3,rungs=3,curve_margin=1.0]: "
+                        "successive halving within each generation, the best 1/eta of each rung continue, and "
+                        "full-budget fits clearly behind the best curve stop early (default full)")
+    g.add_argument("--early-stop", type=positive_int, metavar="PATIENCE",
+                   help="stop a fit when its score (held-out PSNR for blind fitness) has not improved for "
+                        "PATIENCE log points (a log point is 1/50 of the budget); off by default")
+    g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: bfloat16 autocast on CUDA (CPU fits stay fp32; default fp32)")
+    g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")
 
     for name, text in (("restore", "restore an image with an architecture from a genome file"),
                        ("baseline", "restore an image with classical DIP, for comparison")):

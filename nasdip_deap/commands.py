@@ -11,7 +11,9 @@ import torch
 
 from . import __version__, metrics
 from .architecture import Architecture
+from .backends import check_backend, make_backend, torch_threads
 from .errors import GenomeError, UserError
+from .fidelity import make_fidelity
 from .fitness import Evaluator, FitnessSettings, derive_seed
 from .genome import GenomeSpec, classical_dip
 from .image_io import save_image
@@ -23,7 +25,8 @@ log = logging.getLogger("nasdip")
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"search": search, "restore": restore, "baseline": baseline, "list": list_registered}[args.command](args)
+    return {"search": search, "restore": restore, "baseline": baseline, "list": list_registered,
+            "report": report}[args.command](args)
 
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -40,14 +43,16 @@ def write_inputs(task, run_dir: Path) -> dict:
     return task.quality(task.preview(), task.clean) if task.preview().shape == task.clean.shape else {}
 
 
-def final_fit(arch: Architecture, task, iterations: int, args, run_dir: Path, label: str) -> dict:
-    """Fit ``arch`` on all observed pixels and write restored.png; returns a JSON-able summary."""
+def final_fit(arch: Architecture, task, iterations: int, args, run_dir: Path, label: str,
+              picture: str = "restored.png") -> dict:
+    """Fit ``arch`` on all observed pixels and write ``picture``; returns a JSON-able summary."""
     from .fit import fit
 
     seed = derive_seed(args.seed, arch.key())  # the seed its search fit used, so reference scores match
-    result = fit(arch, task, iterations, device=args.device, seed=seed)
-    save_image(result.restored, run_dir / "restored.png")
-    summary = {"label": label, "iterations": result.iterations, "seconds": round(result.seconds, 3),
+    with torch_threads(getattr(args, "threads", None)):  # and the search's thread count (CPU results depend on it)
+        result = fit(arch, task, iterations, device=args.device, seed=seed)
+    save_image(result.restored, run_dir / picture)
+    summary = {"label": label, "picture": picture, "iterations": result.iterations, "seconds": round(result.seconds, 3),
                "device": result.device, "seed": seed, **result.metrics,
                "psnr_history": result.psnr_history, "loss_final": result.loss_history[-1]}
     return summary
@@ -68,10 +73,13 @@ def environment() -> dict:
 
 # -- search ---------------------------------------------------------------------------------------
 def search(args) -> int:
-    from . import hooks
+    from . import checkpoint
     from .operators import bind_operator  # noqa: F401  (package dir operators/)
-    from .search import Search, make_toolbox, max_generations
+    from .search import make_toolbox
 
+    state = None
+    if getattr(args, "resume", None):
+        args, state = checkpoint.resume_arguments(args)  # reads only; the run folder is left as it is
     spec = make_spec(args)
     algorithm_cls = ALGORITHMS.get(args.algorithm)
     mode = args.fitness
@@ -80,7 +88,13 @@ def search(args) -> int:
         mode = "reference" if task.clean is not None else "blind"
     objectives = ("quality", args.cost) if algorithm_cls.multi_objective else ("quality",)
     settings = FitnessSettings(mode=mode, iterations=args.iterations, holdout=args.holdout, seed=args.seed,
-                               device=args.device, objectives=objectives)
+                               device=args.device, objectives=objectives, threads=args.threads,
+                               timeout=args.eval_timeout, early_stop=getattr(args, "early_stop", None),
+                               fidelity=getattr(args, "fidelity", "full"),
+                               precision=getattr(args, "precision", "fp32"),
+                               channels_last=getattr(args, "channels_last", False))
+    make_fidelity(settings.fidelity)  # check the choice before any file is written
+    check_backend(args.backend, args.workers)
     evaluator = Evaluator(spec, task, settings)
     algorithm = algorithm_cls(cxpb=args.cxpb, mutpb=args.mutpb, lambda_=args.lambda_)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
@@ -90,21 +104,55 @@ def search(args) -> int:
         "selection": bind_operator(toolbox, "select", args.selection or algorithm_cls.default_selection,
                                    "selection", spec),
     }
+    imported = checkpoint.read_cache_files(args.cache, evaluator)
+    if state is not None:
+        run_dir = Path(args.resume)
+        checkpoint.check_context(state, evaluator, run_dir)
+        degraded = checkpoint.record_resume(run_dir, args, state)  # the last check; then config.json notes it
+        log.info("resuming %s after generation %d (of %d)", run_dir, state["generation"], args.generations)
+        return run_search(args, run_dir, degraded, state, imported, task, evaluator, toolbox, algorithm)
     run_dir = prepare_run_dir(args.out, args.force, "search")
     degraded = write_inputs(task, run_dir)
     config = {"command": "search", "task": task.describe(), "image": args.image, "observed": args.observed,
               "clean": args.clean, "crop": args.crop, "spec": spec.to_dict(), "fitness": evaluator.describe(),
               "algorithm": algorithm.describe(), "operators": operators, "population": args.population,
               "generations": args.generations, "seed": args.seed, "hof_size": args.hof_size,
-              "seed_classical": not args.no_classical_seed, "degraded": degraded, "environment": environment()}
+              "seed_classical": not args.no_classical_seed, "degraded": degraded, "environment": environment(),
+              "arguments": checkpoint.saved_settings(args, run_dir)}
     write_json(run_dir / "config.json", config)
     log.info("search: task %s, %s fitness, %s, population %d, %d generations, %d iterations per fit -> %s",
              task.name, mode, algorithm.name, args.population, args.generations, args.iterations, run_dir)
-    run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
+    return run_search(args, run_dir, degraded, state, imported, task, evaluator, toolbox, algorithm)
+
+
+def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task, evaluator, toolbox,
+               algorithm) -> int:
+    """Run (or, given a checkpoint ``state``, continue) the search with its hooks, then finish it."""
+    from . import checkpoint, hooks
+    from .search import Search, max_generations
+
+    run = Search(spec=evaluator.spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
                  population_size=args.population, termination=max_generations(args.generations), seed=args.seed,
                  archive_size=args.hof_size, seed_classical=not args.no_classical_seed,
-                 hooks=[hooks.ResultsWriter(run_dir), hooks.ProgressHook(quiet=args.quiet)])
-    run.run()
+                 fidelity=make_fidelity(evaluator.settings.fidelity),
+                 hooks=[hooks.ResultsWriter(run_dir), checkpoint.CacheFile(run_dir, evaluator.context),
+                        checkpoint.CheckpointHook(run_dir, checkpoint.saved_settings(args, run_dir)),
+                        hooks.ProgressHook(quiet=args.quiet, generations=args.generations)])
+    if state is not None:
+        for name in ("evaluations.jsonl", "errors.jsonl"):
+            checkpoint.repair_jsonl_tail(run_dir / name)
+        checkpoint.restore(run, state, rng=False)
+    checkpoint.preload_cache(run, run_dir, imported)
+    backend = make_backend(args.backend, args.workers, args.threads, args.eval_timeout, lost=evaluator.lost_record,
+                           device=args.device)
+    log.info("evaluation backend: %s with %d worker(s)", backend.name, backend.workers)
+    toolbox.register("map", backend.map)
+    if state is not None:
+        checkpoint.set_rng_states(state["rng"])  # last: nothing may draw between here and the next generation
+    try:
+        run.run()
+    finally:
+        backend.close()
     return finish_search(run, task, args, run_dir, degraded)
 
 
@@ -117,16 +165,54 @@ def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
     final = final_fit(arch, task, args.final_iterations or args.iterations, args, run_dir, "best found")
     entry = result_entry(run, best)
     totals = run.totals
+    log.info("compute: %d fits, %d DIP iterations, %.1f fit seconds, %d cache hits, %d duplicates, %d failed",
+             totals.fits, totals.iterations, totals.fit_seconds, totals.cache_hits, totals.duplicates,
+             totals.failures)
     best_json = {**entry, "spec": run.spec.to_dict(), "task": task.describe(),
                  "fitness_mode": run.evaluator.settings.mode, "final": final,
                  "psnr": final.get("psnr"), "ssim": final.get("ssim"), "degraded_psnr": degraded.get("psnr"),
                  "compute": {"fits": totals.fits, "iterations": totals.iterations,
                              "fit_seconds": round(totals.fit_seconds, 3), "cache_hits": totals.cache_hits,
-                             "failures": totals.failures}}
+                             "failures": totals.failures, "duplicates": totals.duplicates},
+                 "baseline": classical_baseline(run, task, args, run_dir, arch, final)}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)
+    print(f"report: {write_report(run_dir)}")
     print(f"results in {run_dir}")
+    return 0
+
+
+def classical_baseline(run, task, args, run_dir: Path, best_arch: Architecture, best_final: dict) -> dict | None:
+    """Classical DIP for the report. With ``--baseline-fit``: a final fit with the best's budget
+    (baseline.png). Otherwise its search fit's score from the cache (it is individual 0 of the first
+    population unless ``--no-classical-seed``), without a picture; when the best *is* classical DIP,
+    the best's final fit. None when the run never scored it."""
+    arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
+    if arch == best_arch:
+        return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
+    if getattr(args, "baseline_fit", False):
+        summary = final_fit(arch, task, args.final_iterations or args.iterations, args, run_dir, "classical DIP",
+                            picture="baseline.png")
+        return {**summary, "source": "final fit"}
+    record = run.cache.get(run.evaluator.cache_key(arch.key()))
+    if record is None:
+        return None
+    return {"label": "classical DIP", "source": "search fit", "picture": None, "iterations": record["iterations"],
+            "seconds": record["seconds"], "device": record["device"], "fitness": record["fitness"],
+            **record["metrics"]}
+
+
+def write_report(run_dir: Path) -> Path:
+    from .report import write_report as write
+
+    return write(run_dir)
+
+
+# -- report ---------------------------------------------------------------------------------------
+def report(args) -> int:
+    path = write_report(Path(args.run_dir))
+    print(f"report: {path}")
     return 0
 
 
@@ -181,11 +267,13 @@ def restore_with(arch: Architecture, levels: int, args, command: str, label: str
 
 # -- list -----------------------------------------------------------------------------------------
 def list_registered(args) -> int:
-    for title, registry in (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS)):
+    registries = (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS))
+    width = max([16] + [len(name) for _, registry in registries for name in registry.names()])
+    for title, registry in registries:
         print(f"{title}:")
         for entry in registry.entries():
             kind = f"[{entry.kind}] " if entry.kind else ""
-            print(f"  {entry.name:<16} {kind}{entry.summary}")
+            print(f"  {entry.name:<{width}} {kind}{entry.summary}")
         for name, error in registry.plugin_errors.items():
-            print(f"  {name:<16} (plugin failed to load: {error})")
+            print(f"  {name:<{width}} (plugin failed to load: {error})")
     return 0

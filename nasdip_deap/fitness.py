@@ -10,18 +10,18 @@ Fitness modes:
 from __future__ import annotations
 
 import hashlib
-import os
-import socket
 import time
 import traceback
 from dataclasses import asdict, dataclass
 
 import torch
 
+from .backends import current_worker, torch_threads
 from .errors import UserError
-from .fit import FitResult, copy_task_without_clean, fit
+from .fit import EngineOptions, FitResult, FitTimeout, copy_task_without_clean, fit
 from .genome import GenomeSpec
 from .network import build_network, count_parameters
+from .stopping import AnyStopper, CurveStopper, PlateauStopper
 
 FITNESS_MODES = ("reference", "blind")
 OBJECTIVES = {
@@ -42,6 +42,12 @@ class FitnessSettings:
     seed: int = 0
     device: str = "auto"
     objectives: tuple[str, ...] = ("quality",)
+    threads: int | None = 1  # torch CPU threads per fit: fixed, since it changes CPU results slightly
+    timeout: float | None = None  # seconds; a fit still running then fails (worst fitness)
+    early_stop: int | None = None  # patience in log points (1/50 of the budget) of the plateau stopper
+    fidelity: str = "full"  # multi-fidelity schedule (see fidelity.py); recorded for the cache key
+    precision: str = "fp32"  # "bf16": bfloat16 autocast on CUDA (CPU fits stay fp32)
+    channels_last: bool = False
 
     def __post_init__(self):
         if self.mode not in FITNESS_MODES:
@@ -53,6 +59,14 @@ class FitnessSettings:
         for name in self.objectives:
             if name not in OBJECTIVES:
                 raise UserError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+        if self.threads is not None and self.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {self.threads}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise UserError(f"--eval-timeout must be > 0 seconds, got {self.timeout}")
+        if self.early_stop is not None and self.early_stop < 1:
+            raise UserError(f"--early-stop must be >= 1 log points, got {self.early_stop}")
+        if self.precision not in ("fp32", "bf16"):
+            raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -75,6 +89,13 @@ def make_holdout(task, fraction: float, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(derive_seed("holdout", seed))
     draw = torch.rand(task.observed_mask.shape, generator=gen) < fraction
     return (draw.float() * (task.observed_mask > 0).float())
+
+
+def fit_curve(result: FitResult) -> list:
+    """The score the fit was judged by, per log point: held-out PSNR when pixels were held out, else
+    the true PSNR (rounded; used by multi-fidelity curve stopping and the report)."""
+    curve = result.heldout_history or result.psnr_history
+    return [(int(step), round(float(score), 4)) for step, score in curve]
 
 
 def tensor_digest(t: torch.Tensor) -> str:
@@ -102,7 +123,7 @@ class Evaluator:
         s = self.settings
         parts = [self.task.name, sorted(self.task.options.items()), tensor_digest(self.task.observation),
                  tensor_digest(self.task.observed_mask), s.mode, s.iterations, s.holdout, s.seed, s.objectives,
-                 self.spec.to_dict()]
+                 self.spec.to_dict(), s.threads, s.early_stop, s.fidelity, s.precision]
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def cache_key(self, arch_key: str) -> str:
@@ -112,37 +133,82 @@ class Evaluator:
         fraction = arch.iterations_fraction or 1.0
         return max(1, round(self.settings.iterations * fraction))
 
-    def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None) -> FitResult:
-        result = fit(arch, self._fit_task, iterations or self.iterations_for(arch), device=self.settings.device,
-                     seed=seed, holdout=self.holdout, stopper=stopper)
+    def make_stopper(self, iterations: int, reference_curve=None, curve_margin: float = 1.0):
+        """A fresh early-stopping rule for one fit: a plateau of the score (``early_stop``) and/or a
+        curve clearly behind ``reference_curve``; None when neither applies."""
+        stoppers = []
+        if self.settings.early_stop:
+            stoppers.append(PlateauStopper(patience=self.settings.early_stop, warmup=iterations // 5))
+        if reference_curve:
+            stoppers.append(CurveStopper(reference=list(reference_curve), margin=curve_margin,
+                                         warmup=iterations // 4))
+        if not stoppers:
+            return None
+        return stoppers[0] if len(stoppers) == 1 else AnyStopper(tuple(stoppers))
+
+    def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None, device: str | None = None,
+                deadline: float | None = None) -> FitResult:
+        options = EngineOptions(precision=self.settings.precision, channels_last=self.settings.channels_last)
+        with torch_threads(self.settings.threads):
+            result = fit(arch, self._fit_task, iterations or self.iterations_for(arch),
+                         device=device or self.settings.device, seed=seed, holdout=self.holdout, stopper=stopper,
+                         deadline=deadline, options=options)
         if self.settings.mode == "blind" and self.task.clean is not None:
             result.metrics.update(self.task.quality(result.restored, self.task.clean))  # recorded, never used
         return result
 
-    def record(self, bits) -> dict:
-        """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness)."""
-        started = time.time()
+    def _start_record(self, bits, worker) -> tuple[dict, object]:
+        """The record's identity and provenance (host, pid, worker id, GPU), and the architecture."""
         arch = self.spec.decode(bits)
         key = arch.key()
-        seed = derive_seed(self.settings.seed, key)
-        rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(), "seed": seed,
-               "host": socket.gethostname(), "pid": os.getpid(), "started": started}
+        where = worker.describe() if worker is not None else \
+            {"worker": None, "host": None, "pid": None, "gpu": None, "gpu_shared": None}
+        rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(),
+               "seed": derive_seed(self.settings.seed, key), **where, "started": time.time(),
+               "device": self.settings.device if worker is None else worker.device_for(self.settings.device),
+               "threads": self.settings.threads}
+        return rec, arch
+
+    def _fail(self, rec: dict, error: str, trace: str | None) -> dict:
+        rec.update(fitness=list(self.settings.worst),
+                   objectives=dict(zip(self.settings.objectives, self.settings.worst)), metrics={},
+                   parameters=None, iterations=0, seconds=time.time() - rec["started"], error=error,
+                   traceback=trace)
+        rec["duration"] = rec["seconds"]
+        return rec
+
+    def lost_record(self, bits, reason: str) -> dict:
+        """The failed record of a genome whose worker was lost (see ``backends.ProcessBackend``)."""
+        rec, _ = self._start_record(bits, None)  # where it ran is gone with the worker
+        return self._fail(rec, f"WorkerLost: {reason}", None)
+
+    def record(self, bits, iterations: int | None = None, reference_curve=None, curve_margin: float = 1.0) -> dict:
+        """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness).
+        Provenance: host, pid, worker id, GPU and device that ran it, its fit ``seconds`` and its
+        wall-clock ``duration`` (decoding, building and fitting). ``iterations`` overrides the budget
+        (multi-fidelity rungs); ``reference_curve`` stops a fit that falls clearly behind it."""
+        rec, arch = self._start_record(bits, current_worker())
+        seed = rec["seed"]
+        timeout = self.settings.timeout
+        deadline = None if timeout is None else time.perf_counter() + timeout
         try:
             params = count_parameters(build_network(arch, self.task.channels))
-            result = self.run_fit(arch, seed)
+            budget = iterations or self.iterations_for(arch)
+            stopper = self.make_stopper(budget, reference_curve, curve_margin)
+            result = self.run_fit(arch, seed, budget, stopper=stopper, device=rec["device"], deadline=deadline)
             values = {"quality": result.metrics["heldout_psnr"] if self.settings.mode == "blind"
                       else result.metrics["psnr"],
                       "parameters": float(params), "fit_seconds": result.seconds}
             rec.update(fitness=[values[o] for o in self.settings.objectives],
                        objectives={o: values[o] for o in self.settings.objectives},
                        metrics=result.metrics, parameters=params, iterations=result.iterations,
-                       seconds=result.seconds, device=result.device, error=None)
+                       seconds=result.seconds, device=result.device, error=None,
+                       stopped_early=result.stopped_early, curve=[list(p) for p in fit_curve(result)],
+                       duration=time.time() - rec["started"])
+        except FitTimeout as exc:
+            self._fail(rec, f"FitTimeout: fit ran past --eval-timeout {timeout:g}s ({exc})", None)
         except Exception as exc:  # any failing fit is scored worst; the search goes on
-            rec.update(fitness=list(self.settings.worst),
-                       objectives=dict(zip(self.settings.objectives, self.settings.worst)),
-                       metrics={}, parameters=None, iterations=0, seconds=time.time() - started,
-                       device=self.settings.device, error=f"{type(exc).__name__}: {exc}",
-                       traceback=traceback.format_exc(limit=4))
+            self._fail(rec, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=4))
         return rec
 
     def __call__(self, individual) -> tuple:
