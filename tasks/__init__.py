@@ -2,5 +2,7 @@
 the entry-point group ``nasdip_deap.tasks``."""
 from .base import Task
 from .denoise import Denoise
+from .inpaint import Inpaint
+from .super_resolution import SuperResolution
 
-__all__ = ["Task", "Denoise"]
+__all__ = ["Task", "Denoise", "Inpaint", "SuperResolution"]

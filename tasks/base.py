@@ -41,8 +41,22 @@ class Task:
         return {}
 
     @classmethod
+    def output_scale(cls, options: dict) -> int:
+        """Output pixels per observed pixel along each side (1 except for super-resolution); a
+        ``--clean`` image given with ``--observed`` is cropped ``output_scale`` times larger."""
+        return 1
+
+    @classmethod
+    def read_files(cls, options: dict, image_size: tuple[int, int], crop: int | None) -> dict[str, Any]:
+        """Read the side files the options name (an inpainting mask, ...), check them against the
+        uncropped image size (H, W) and crop them like the image. The result reaches ``from_clean`` /
+        ``from_observation`` as keyword arguments, so options stay JSON-able. None by default."""
+        return {}
+
+    @classmethod
     def from_clean(cls, clean: torch.Tensor, options: dict, seed: int) -> "Task":
-        """Benchmark mode: synthesise the observation from a clean image (ground truth known)."""
+        """Benchmark mode: synthesise the observation from a clean image (ground truth known).
+        Subclasses whose ``read_files`` returns entries accept them as extra keyword arguments."""
         raise NotImplementedError
 
     @classmethod

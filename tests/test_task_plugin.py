@@ -1,0 +1,97 @@
+"""Task plugins through the ``nasdip_deap.tasks`` entry-point group: the example JPEG artefact
+removal package (tests/plugins/nasdip_jpeg_task) is really pip-installed into a private folder and
+used by the CLI in a subprocess; a plugin whose import fails is named with its error while the
+other tasks stay usable."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PLUGIN = Path(__file__).resolve().parent / "plugins" / "nasdip_jpeg_task"
+
+
+def pythonpath(*sites: Path) -> dict:
+    parts = [str(s) for s in sites] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {"PYTHONPATH": os.pathsep.join(parts)}
+
+
+@pytest.fixture(scope="module")
+def jpeg_site(install_plugin, tmp_path_factory) -> Path:
+    """The example plugin installed from a copy (so no build/ or egg-info lands in the repository)."""
+    source = tmp_path_factory.mktemp("src") / PLUGIN.name
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    return install_plugin(source)
+
+
+@pytest.fixture(scope="module")
+def broken_site(install_plugin, tmp_path_factory) -> Path:
+    """A plugin package whose module raises on import."""
+    source = tmp_path_factory.mktemp("src") / "nasdip_broken_task"
+    (source / "nasdip_broken_task").mkdir(parents=True)
+    (source / "nasdip_broken_task" / "__init__.py").write_text(
+        'raise ImportError("needs libfrobnicate, which is not installed")\n')
+    (source / "pyproject.toml").write_text((PLUGIN / "pyproject.toml").read_text())
+    (source / "setup.cfg").write_text(textwrap.dedent("""\
+        [metadata]
+        name = nasdip-broken-task
+        version = 0.1.0
+
+        [options]
+        packages = nasdip_broken_task
+
+        [options.entry_points]
+        nasdip_deap.tasks =
+            broken = nasdip_broken_task:BrokenTask
+        """))
+    return install_plugin(source)
+
+
+def test_plugin_task_is_listed_with_its_options(cli, jpeg_site):
+    listed = cli("list", env=pythonpath(jpeg_site))
+    assert listed.returncode == 0, listed.stderr
+    assert "jpeg" in listed.stdout and "JPEG" in listed.stdout
+    usage = cli("search", "--help", env=pythonpath(jpeg_site))
+    assert "--jpeg-quality" in usage.stdout
+    assert "--jpeg-quality" not in cli("search", "--help").stdout, "only installed plugins add options"
+
+
+def test_search_with_the_plugin_task(cli, jpeg_site, tmp_path):
+    out = tmp_path / "run"
+    done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "32", "--population", "3",
+               "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet",
+               env=pythonpath(jpeg_site))
+    assert done.returncode == 0, done.stderr
+    best = json.loads((out / "best.json").read_text())
+    assert best["task"] == {"task": "jpeg", "jpeg_quality": 10}
+    assert np.isfinite(best["psnr"])
+    degraded = np.asarray(Image.open(out / "degraded.png"), dtype=float)
+    clean = np.asarray(Image.open(out / "clean.png"), dtype=float)
+    assert degraded.shape == clean.shape == (32, 32, 3)
+    assert 0 < np.abs(degraded - clean).mean() < 30, "JPEG at quality 10 changes the image, not beyond recognition"
+    bad = cli("baseline", "--task", "jpeg", "--jpeg-quality", "0", "--out", str(tmp_path / "bad"),
+              env=pythonpath(jpeg_site))
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("nasdip: error: --jpeg-quality")
+
+
+def test_a_broken_plugin_is_named_and_the_other_tasks_still_work(cli, jpeg_site, broken_site, tmp_path):
+    env = pythonpath(jpeg_site, broken_site)
+    listed = cli("list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "broken" in listed.stdout and "needs libfrobnicate" in listed.stdout
+    assert "jpeg" in listed.stdout and "inpaint" in listed.stdout
+    assert "'broken'" in listed.stderr and "ImportError" in listed.stderr  # the warning names plugin and error
+    done = cli("baseline", "--task", "jpeg", "--crop", "32", "--levels", "3", "--iterations", "2",
+               "--out", str(tmp_path / "ok"), "--quiet", env=env)
+    assert done.returncode == 0, done.stderr
+    refused = cli("baseline", "--task", "broken", "--out", str(tmp_path / "no"), env=env)
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("nasdip: error: unknown task 'broken'") and "needs libfrobnicate" in last
+    assert "denoise" in last and "jpeg" in last
