@@ -4,6 +4,7 @@ task; bad inputs (one-line errors, exit code 2)."""
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -129,6 +130,31 @@ def test_blind_fitness_never_sees_the_clean_image(name, tiny_image):
     b = Evaluator(spec, other, settings).record(bits)
     assert a["fitness"] == b["fitness"]
     assert a["metrics"]["psnr"] != b["metrics"]["psnr"]
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_blind_fitness_warns_when_it_holds_out_few_pixels(tiny_image):
+    """SR x4 on 32 px observes 8 x 8 low-resolution pixels: a 25% hold-out is ~16 pixels, too few."""
+    handler = ListHandler()
+    logger = logging.getLogger("nasdip.fitness")
+    logger.addHandler(handler)
+    try:
+        spec = GenomeSpec(levels=LEVELS)
+        settings = FitnessSettings(mode="blind", iterations=1, holdout=0.25, seed=0, device="cpu")
+        Evaluator(spec, SuperResolution.from_clean(tiny_image, {"scale": 4}, 0), settings)
+        assert len(handler.messages) == 1 and "of 64 observed pixels" in handler.messages[0]
+        Evaluator(spec, SuperResolution.from_clean(torch.rand(3, 128, 128), {"scale": 2}, 0), settings)
+        assert len(handler.messages) == 1, "1024 observed pixels hold out enough"
+    finally:
+        logger.removeHandler(handler)
 
 
 # -- super-resolution -----------------------------------------------------------------------------
