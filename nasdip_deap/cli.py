@@ -91,11 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     s = sub.add_parser("search", help="evolve a DIP architecture for one image (no arguments: a small demo)")
-    add_problem_arguments(s, default_crop=64, default_iterations=300)
+    add_problem_arguments(s, default_crop=48, default_iterations=300)
     g = s.add_argument_group("search")
     g.add_argument("--population", type=positive_int, default=6, help="population size (default 6)")
-    g.add_argument("--generations", type=non_negative_int, default=3,
-                   help="generations after the initial population (default 3)")
+    g.add_argument("--generations", type=non_negative_int, default=2,
+                   help="generations after the initial population (default 2)")
     g.add_argument("--algorithm", default="ga", help=f"search algorithm: {', '.join(ALGORITHMS.names())} (default ga)")
     g.add_argument("--crossover", default="two-point", help="crossover operator, NAME[:key=value,...] "
                                                             "(default two-point)")
