@@ -1,0 +1,73 @@
+"""Multi-fidelity evaluation and early stopping keep the search correct and its compute honest."""
+import json
+
+import pytest
+
+from nasdip_deap.api import search_architecture
+from nasdip_deap.fidelity import SuccessiveHalving, make_fidelity
+from nasdip_deap.errors import UserError
+from nasdip_deap.registry import TASKS
+from nasdip_deap.stopping import CurveStopper, PlateauStopper
+
+
+@pytest.fixture
+def task(tiny_image):
+    return TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, seed=0)
+
+
+def test_halving_budgets_and_parsing():
+    assert SuccessiveHalving(eta=3, rungs=3).budgets(90) == [10, 30, 90]
+    assert make_fidelity("halving:eta=2,rungs=2").budgets(40) == [20, 40]
+    with pytest.raises(UserError):
+        make_fidelity("halving:eta=1")
+    with pytest.raises(UserError, match="unknown fidelity"):
+        make_fidelity("quarter")
+
+
+def test_halving_search_accounts_every_rung(task):
+    run = search_architecture(task, population=6, generations=1, iterations=18, fitness="blind", seed=1,
+                              device="cpu", fidelity="halving:eta=3,rungs=3")
+    records = list(run.cache.values())
+    rungs = [r["fidelity"]["rung"] for r in records]
+    assert max(rungs) == 2 and min(rungs) == 0  # some candidates stopped at the cheap rung
+    assert all(r["fidelity"]["budget"] == 18 for r in records)
+    spent_fits = sum(r["spent"]["fits"] for r in records)
+    spent_iterations = sum(r["spent"]["iterations"] for r in records)
+    assert run.totals.fits == spent_fits > len(records)  # promoted candidates were fitted more than once
+    assert run.totals.iterations == spent_iterations == sum(row["iterations"] for row in run.logbook)
+    for r in records:  # a candidate's spent compute is the sum of the rungs it went through
+        assert r["spent"]["iterations"] == sum(x["iterations"] for x in r["rungs"])
+        assert r["iterations"] <= 18
+    assert all(ind.fitness.valid for ind in run.population)
+
+
+def test_halving_through_the_cli(tmp_path, cli):
+    out = tmp_path / "run"
+    proc = cli("search", "--crop", "32", "--population", "4", "--generations", "1", "--iterations", "9",
+               "--fidelity", "halving", "--fitness", "blind", "--early-stop", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["fitness"]["settings"]["fidelity"] == "halving"
+    best = json.loads((out / "best.json").read_text())
+    logbook = json.loads((out / "logbook.json").read_text())
+    assert best["compute"]["iterations"] == sum(row["iterations"] for row in logbook)
+
+
+def test_plateau_stopper_stops_after_patience():
+    stop = PlateauStopper(patience=2, min_delta=0.1, warmup=0)
+    assert [stop(s, v) for s, v in [(1, 10.0), (2, 11.0), (3, 11.05), (4, 11.0)]] == [False, False, False, True]
+
+
+def test_curve_stopper_compares_with_reference():
+    stop = CurveStopper(reference=[(10, 20.0), (20, 25.0)], margin=1.0, warmup=10)
+    assert not stop(5, 0.0)  # warm-up
+    assert not stop(10, 19.5)
+    assert stop(20, 23.0)
+
+
+def test_early_stop_ends_fits_and_records_it(task):
+    run = search_architecture(task, population=3, generations=0, iterations=200, fitness="blind", seed=2,
+                              device="cpu", early_stop=1, seed_classical=False)
+    records = list(run.cache.values())
+    assert any(r["stopped_early"] and r["iterations"] < 200 for r in records)
+    assert all(r["curve"] and r["curve"][-1][0] == r["iterations"] for r in records if not r["error"])
