@@ -94,6 +94,16 @@ def test_grayscale_image_is_one_channel_end_to_end(name, tiny_image):
     assert np.isfinite(result.metrics["psnr"]) and np.isfinite(result.metrics["ssim"])
 
 
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_rgba_and_grayscale_files_build_every_task(name, tmp_path, tiny_image):
+    rgb = (tiny_image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    Image.fromarray(np.dstack([rgb, np.full((32, 32), 100, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(rgb[..., 0], "L").save(tmp_path / "gray.png")
+    for image, channels in (("rgba.png", 3), ("gray.png", 1)):
+        task = build_task(parse("baseline", "--task", name, "--image", str(tmp_path / image), "--levels", "2"), 2, 0)
+        assert task.channels == channels == task.clean.shape[0] == task.preview().shape[0]
+
+
 @pytest.mark.parametrize("mode", ["reference", "blind"])
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_fitness_modes_through_evaluator_record(name, mode, tiny_image):
