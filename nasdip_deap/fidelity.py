@@ -3,8 +3,10 @@
 ``full``: every new candidate is fitted with the whole iteration budget.
 ``halving``: successive halving within a generation (Jamieson & Talwalkar; Li et al.'s Hyperband
 rung): every new candidate is first fitted with ``budget / eta**(rungs-1)`` iterations, the best
-``1/eta`` continue to ``eta`` times more, and so on up to the full budget; a candidate keeps the
-fitness of the last rung it reached. At the full rung, fits whose score curve is clearly behind the
+``1/eta`` continue to ``eta`` times more, and so on up to the full budget. Scores of different budgets
+are not comparable (a DIP fit that scores well after 30 iterations may overfit the noise by 300), so a
+candidate cut at a cheap rung is ranked below every candidate of its generation that reached the full
+budget, in its cheap-rung order (its real scores stay in ``rungs``). At the full rung, fits whose score curve is clearly behind the
 best full fit seen so far are stopped early (``CurveStopper``). Fits restart at each rung (nothing is
 shipped between workers), and every fit of every rung is counted in the run's compute.
 """
@@ -76,12 +78,30 @@ class SuccessiveHalving:
                 break
             keep = max(1, math.ceil(len(alive) / self.eta))
             alive = sorted(alive, key=lambda i: history[i][-1]["fitness"][0], reverse=True)[:keep]
+        self.rank_below_full(history, len(budgets))
         for i in range(len(bits)):
             final = history[i][-1]
             final["spent"] = spent(history[i])
             final["rungs"] = [{"iterations": r["iterations"], "fitness": r["fitness"], "metrics": r["metrics"]}
                               for r in history[i]]
             yield final
+
+    @staticmethod
+    def rank_below_full(history: dict[int, list[dict]], rungs: int) -> None:
+        """Give candidates cut at a cheap rung a quality fitness below the worst full-budget one of the
+        generation, keeping their order (later rung first, then cheap-rung score)."""
+        full = [recs[-1]["fitness"][0] for recs in history.values() if len(recs) == rungs and not recs[-1].get("error")]
+        if not full:
+            return
+        cut = [recs for recs in history.values() if len(recs) < rungs and not recs[-1].get("error")]
+        cut.sort(key=lambda recs: (len(recs), recs[-1]["fitness"][0]), reverse=True)
+        floor = min(full)
+        for rank, recs in enumerate(cut, start=1):
+            rec = recs[-1]
+            rec["rung_fitness"] = list(rec["fitness"])
+            rec["fitness"] = [floor - 0.01 * rank] + list(rec["fitness"][1:])
+            if "quality" in rec.get("objectives", {}):
+                rec["objectives"] = {**rec["objectives"], "quality": rec["fitness"][0]}
 
     @staticmethod
     def reference_curve(search, iterations: int):

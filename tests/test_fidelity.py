@@ -71,3 +71,30 @@ def test_early_stop_ends_fits_and_records_it(task):
     records = list(run.cache.values())
     assert any(r["stopped_early"] and r["iterations"] < 200 for r in records)
     assert all(r["curve"] and r["curve"][-1][0] == r["iterations"] for r in records if not r["error"])
+
+
+def test_candidates_cut_at_a_cheap_rung_rank_below_full_budget_ones():
+    """Cheap-rung scores are not comparable with full-budget ones (an overfitting DIP net scores well
+    early), so a cut candidate must never outrank one that reached the full budget."""
+    def rec(score):
+        return {"fitness": [score], "objectives": {"quality": score}, "error": None}
+
+    history = {0: [rec(30.0)], 1: [rec(18.0), rec(21.0), rec(20.0)], 2: [rec(25.0), rec(26.0)],
+               3: [rec(19.0), rec(22.0), rec(23.0)], 4: [rec(29.0)]}
+    SuccessiveHalving.rank_below_full(history, rungs=3)
+    full = [history[i][-1]["fitness"][0] for i in (1, 3)]
+    cut = {i: history[i][-1]["fitness"][0] for i in (0, 2, 4)}
+    assert max(cut.values()) < min(full) == 20.0
+    assert cut[2] > cut[0] > cut[4]  # later rung first, then the cheap-rung score
+    assert history[0][-1]["rung_fitness"] == [30.0] and history[0][-1]["objectives"]["quality"] == cut[0]
+
+
+def test_halving_best_reached_the_full_budget(task):
+    run = search_architecture(task, population=6, generations=2, iterations=18, fitness="blind", seed=3,
+                              device="cpu", fidelity="halving:eta=3,rungs=3")
+    best = run.record_for(run.best())
+    assert best["fidelity"]["rung"] == 2 and best["iterations"] == 18
+    for ind in run.population:
+        record = run.record_for(ind)
+        if record["fidelity"]["rung"] < 2:
+            assert ind.fitness.values[0] < best["fitness"][0]
