@@ -69,6 +69,10 @@ class Architecture:
     def levels(self) -> int:
         return len(self.encoders)
 
+    def iterations_within(self, budget: int) -> int:
+        """DIP iterations this architecture trains for under a budget: the evolved share of it, if any."""
+        return max(1, round(budget * (self.iterations_fraction or 1.0)))
+
     def skips_into(self, target: int) -> list[Skip]:
         return [s for s in self.skips if s.target == target]
 

@@ -45,9 +45,11 @@ def write_inputs(task, run_dir: Path) -> dict:
 
 def final_fit(arch: Architecture, task, iterations: int, args, run_dir: Path, label: str,
               picture: str = "restored.png") -> dict:
-    """Fit ``arch`` on all observed pixels and write ``picture``; returns a JSON-able summary."""
+    """Fit ``arch`` on all observed pixels and write ``picture``; returns a JSON-able summary.
+    ``iterations`` is a budget: an architecture that evolved its share of it trains for that share."""
     from .fit import fit
 
+    iterations = arch.iterations_within(iterations)
     seed = derive_seed(args.seed, arch.key())  # the seed its search fit used, so reference scores match
     with torch_threads(getattr(args, "threads", None)):  # and the search's thread count (CPU results depend on it)
         result = fit(arch, task, iterations, device=args.device, seed=seed)

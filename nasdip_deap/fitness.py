@@ -137,8 +137,7 @@ class Evaluator:
         return f"{self.context}:{arch_key}"
 
     def iterations_for(self, arch) -> int:
-        fraction = arch.iterations_fraction or 1.0
-        return max(1, round(self.settings.iterations * fraction))
+        return arch.iterations_within(self.settings.iterations)
 
     def make_stopper(self, iterations: int, reference_curve=None, curve_margin: float = 1.0):
         """A fresh early-stopping rule for one fit: a plateau of the score (``early_stop``) and/or a
