@@ -9,11 +9,19 @@ the blind fitness leaves on the table. Prints and saves a table (JSON + Markdown
     python benchmarks/quality.py --size 64                      # images in ../shared/data + astronaut
     python benchmarks/quality.py --images my.png --tasks denoise --size 128 --also-reference
     python benchmarks/quality.py --size 0 --device cuda         # full size, on a GPU
+    python benchmarks/quality.py --size 64 --device cuda --jobs 12 --also-reference   # cells side by side
+
+Classical DIP and the searched architecture get the same iteration budget (``--iterations``); the
+search evolves, among the meta-parameters, the share of that budget an architecture trains for, as
+the paper does. Cells (task, image) run one after another, or ``--jobs`` at a time in separate
+processes; the table is rewritten after every finished cell, so an interrupted run keeps its rows.
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import json
 import os
 import statistics
@@ -73,53 +81,76 @@ def classical_for(task_name: str):
     return arch if task_name == "denoise" else dataclasses.replace(arch, reg_noise_std=0.03)
 
 
-def final_fits(arch, task, iterations: int, seeds: int, device: str) -> dict:
+def final_fits(arch, task, budget: int, seeds: int, device: str) -> dict:
+    iterations = arch.iterations_within(budget)
     rows = [fit(arch, task, iterations, device=device, seed=1000 + s).metrics for s in range(seeds)]
     psnr = [r["psnr"] for r in rows]
     ssim = [r["ssim"] for r in rows]
     return {"psnr": statistics.mean(psnr), "psnr_std": statistics.pstdev(psnr), "ssim": statistics.mean(ssim),
-            "ssim_std": statistics.pstdev(ssim), "runs": rows}
+            "ssim_std": statistics.pstdev(ssim), "fit_iterations": iterations, "runs": rows}
+
+
+def modes(args) -> list[str]:
+    return ["blind"] + (["reference"] if args.also_reference else [])
+
+
+def run_part(task_name: str, image: str, part: str, args) -> dict:
+    """One column of one row: ``classical`` final fits, or a ``blind``/``reference`` search followed by
+    final fits of its best architecture."""
+    torch.set_num_threads(args.threads)
+    task = make_task(task_name, image, args.size, args.seed)
+    started = time.perf_counter()
+    budget = args.final_iterations or args.iterations
+    if part == "classical":
+        result = final_fits(classical_for(task_name), task, budget, args.seeds, args.device)
+    else:
+        run = search_architecture(task, population=args.population, generations=args.generations,
+                                  iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
+                                  fidelity=args.fidelity, early_stop=args.early_stop,
+                                  evolve_iterations=args.evolve_iterations)
+        best = run.spec.decode(run.best())
+        search_seconds = time.perf_counter() - started
+        result = {**final_fits(best, task, budget, args.seeds, args.device), "architecture": best.summary(),
+                  "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds}
+    result["seconds"] = time.perf_counter() - started
+    return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
 
 
 def run_cell(task_name: str, image: str, args) -> dict:
-    task = make_task(task_name, image, args.size, args.seed)
-    started = time.perf_counter()
-    classical = final_fits(classical_for(task_name), task, args.final_iterations, args.seeds, args.device)
-    row = {"image": Path(image).name, "task": task_name, "size": list(task.output_size), "classical": classical}
-    for mode in ("blind",) + (("reference",) if args.also_reference else ()):
-        t = time.perf_counter()
-        run = search_architecture(task, population=args.population, generations=args.generations,
-                                  iterations=args.iterations, fitness=mode, seed=args.seed, device=args.device,
-                                  fidelity=args.fidelity, early_stop=args.early_stop)
-        best = run.spec.decode(run.best())
-        row[mode] = {**final_fits(best, task, args.final_iterations, args.seeds, args.device),
-                     "architecture": best.summary(), "fits": run.totals.fits,
-                     "iterations": run.totals.iterations, "search_seconds": time.perf_counter() - t}
-    row["seconds"] = time.perf_counter() - started
+    """A whole row, in this process."""
+    row: dict = {}
+    for part in ["classical"] + modes(args):
+        row.update(run_part(task_name, image, part, args))
     return row
 
 
-def fmt(cell: dict) -> str:
-    return f"{cell['psnr']:.2f}±{cell['psnr_std']:.2f} / {cell['ssim']:.3f}"
+def fmt(cell: dict | None) -> str:
+    return "-" if cell is None else f"{cell['psnr']:.2f}±{cell['psnr_std']:.2f} / {cell['ssim']:.3f}"
 
 
 def markdown(rows: list[dict], args) -> str:
-    modes = ["blind"] + (["reference"] if args.also_reference else [])
-    head = "| image | task | classical PSNR/SSIM | " + " | ".join(
-        f"searched ({m}) PSNR/SSIM | diff ({m}) | compute ({m})" for m in modes) + " |"
-    lines = [head, "|" + "---|" * (3 + 3 * len(modes))]
+    """The table; a row whose columns are not all finished shows '-' there and stays out of the means."""
+    head = "| image | task | size | classical PSNR/SSIM | " + " | ".join(
+        f"searched ({m}) PSNR/SSIM | diff ({m}) | compute ({m})" for m in modes(args)) + " |"
+    lines = [head, "|" + "---|" * (4 + 3 * len(modes(args)))]
     for r in rows:
-        cells = [r["image"], r["task"], fmt(r["classical"])]
-        for m in modes:
-            s = r[m]
-            cells += [fmt(s), f"{s['psnr'] - r['classical']['psnr']:+.2f} dB",
-                      f"{s['fits']} fits, {s['iterations']} it, {s['search_seconds']:.0f}s"]
+        classical = r.get("classical")
+        cells = [r["image"], r["task"], "x".join(map(str, r["size"])), fmt(classical)]
+        for m in modes(args):
+            s = r.get(m)
+            diff = f"{s['psnr'] - classical['psnr']:+.2f} dB" if s and classical else "-"
+            compute = (f"{s['fits']} fits, {s['iterations']} it, {s['search_seconds']:.0f}s; final "
+                       f"{s['fit_iterations']} it" if s else "-")
+            cells += [fmt(s), diff, compute]
         lines.append("| " + " | ".join(cells) + " |")
-    for m in modes:
-        by_task = {}
+    for m in modes(args):
+        by_task: dict[str, list[float]] = {}
         for r in rows:
-            by_task.setdefault(r["task"], []).append(r[m]["psnr"] - r["classical"]["psnr"])
-        summary = ", ".join(f"{t} {statistics.mean(v):+.2f} dB" for t, v in by_task.items())
+            if r.get(m) and r.get("classical"):
+                by_task.setdefault(r["task"], []).append(r[m]["psnr"] - r["classical"]["psnr"])
+        if not by_task:
+            continue
+        summary = ", ".join(f"{t} {statistics.mean(v):+.2f} dB ({len(v)} images)" for t, v in by_task.items())
         overall = statistics.mean(statistics.mean(v) for v in by_task.values())
         lines.append(f"\nMean gain of the {m}-fitness search over classical DIP: {summary}; across tasks "
                      f"{overall:+.2f} dB.")
@@ -133,35 +164,69 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="centre crop in pixels (0 = full size)")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
-    p.add_argument("--iterations", type=int, default=400, help="DIP iterations per fit during the search")
-    p.add_argument("--final-iterations", type=int, default=1000, help="iterations of every final fit")
+    p.add_argument("--iterations", type=int, default=1000,
+                   help="DIP iteration budget of every fit, in the search and in the final fits")
+    p.add_argument("--final-iterations", type=int, help="a different budget for the final fits")
+    p.add_argument("--no-evolve-iterations", dest="evolve_iterations", action="store_false",
+                   help="train every searched architecture for the whole budget")
     p.add_argument("--seeds", type=int, default=3, help="final fits per architecture")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fidelity", default="full")
     p.add_argument("--early-stop", type=int)
     p.add_argument("--also-reference", action="store_true", help="also search with reference fitness")
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (CPU results depend on it)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run at once, in separate processes")
     p.add_argument("--out", default="quality-results", help="folder for quality.json and quality.md")
     return p.parse_args(argv)
+
+
+def machine(device: str) -> str:
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def save(rows: list[dict], args, out: Path) -> str:
+    table = markdown(rows, args) if rows else "(no finished cells)"
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"arguments": vars(args), "machine": machine(args.device), "torch": torch.__version__}
+    for name, text in (("quality.json", json.dumps({**meta, "rows": rows}, indent=2, default=str)),
+                       ("quality.md", f"Machine: {meta['machine']}, torch {meta['torch']}\n\n{table}\n")):
+        partial = out / (name + ".partial")
+        partial.write_text(text)
+        partial.replace(out / name)  # a run killed mid-write keeps the previous table
+    return table
 
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     images = args.images or default_images()
-    rows = []
-    for image in images:
-        for task_name in args.tasks:
-            row = run_cell(task_name, image, args)
-            rows.append(row)
-            print(f"{row['image']:<14} {task_name:<17} classical {fmt(row['classical'])}  blind-searched "
-                  f"{fmt(row['blind'])}  ({row['seconds']:.0f}s)", flush=True)
-    table = markdown(rows, args)
+    cells = [(task_name, image) for image in images for task_name in args.tasks]
+    units = [(i, part) for part in ["classical"] + modes(args) for i in range(len(cells))]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "quality.json").write_text(json.dumps({"arguments": vars(args), "rows": rows}, indent=2, default=str))
-    (out / "quality.md").write_text(table + "\n")
-    print(table)
-    return rows
+    rows: dict[int, dict] = {}
+
+    def finished(index: int, part: str, result: dict) -> list[dict]:
+        rows.setdefault(index, {}).update(result)
+        print(f"{result['image']:<14} {result['task']:<17} {part:<10} {fmt(result[part])}  "
+              f"({result[part]['seconds']:.0f}s)", flush=True)
+        done = [rows[i] for i in sorted(rows)]
+        save(done, args, out)
+        return done
+
+    done: list[dict] = []
+    if args.jobs <= 1:
+        for i, part in units:
+            done = finished(i, part, run_part(*cells[i], part, args))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_part, *cells[i], part, args): (i, part) for i, part in units}
+            for future in concurrent.futures.as_completed(futures):
+                done = finished(*futures[future], future.result())
+    print(markdown(done, args))
+    return done
 
 
 if __name__ == "__main__":

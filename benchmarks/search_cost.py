@@ -6,6 +6,7 @@ the iteration ratio and the PSNR difference. Usage:
 
     python benchmarks/search_cost.py                      # F16 crop from ../shared/data, else astronaut
     python benchmarks/search_cost.py --image IMG --crop 64 --population 8 --generations 3 --iterations 400
+    python benchmarks/search_cost.py --crop 48 --iterations 600 --halving halving halving:eta=4
 """
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--fitness", choices=("blind", "reference"), default="blind")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--halving", default="halving", help="fidelity spec of the cheap search")
+    parser.add_argument("--halving", nargs="+", default=["halving"],
+                        help="fidelity specs of the cheap searches, e.g. halving halving:eta=4")
     args = parser.parse_args()
     path = args.image or default_image_path()
     clean = center_crop(load_image(path) if path else default_image(), args.crop)
@@ -62,16 +64,18 @@ def main() -> None:
     spec = GenomeSpec()
     print(f"image {path or 'astronaut'} crop {args.crop}, denoise sigma 25, {args.fitness} fitness, population "
           f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}")
-    rows = [run_search(task, spec, args, "full"), run_search(task, spec, args, args.halving)]
+    rows = [run_search(task, spec, args, text) for text in ["full"] + args.halving]
     print(f"{'fidelity':<24}{'fits':>6}{'DIP iters':>11}{'wall s':>9}{'fitness':>9}{'search PSNR':>13}"
           f"{'final PSNR':>12}")
     for r in rows:
         sp = f"{r['search_psnr']:.2f}" if r["search_psnr"] is not None else "-"
         print(f"{r['fidelity']:<24}{r['fits']:>6}{r['iterations']:>11}{r['wall']:>9.1f}{r['fitness']:>9.2f}"
               f"{sp:>13}{r['final_psnr']:>12.2f}")
-    full, cheap = rows
-    print(f"iterations ratio {cheap['iterations'] / full['iterations']:.3f}; final PSNR difference "
-          f"{cheap['final_psnr'] - full['final_psnr']:+.2f} dB")
+    full = rows[0]
+    for cheap in rows[1:]:
+        print(f"{cheap['fidelity']}: iterations ratio {cheap['iterations'] / full['iterations']:.3f}; final PSNR "
+              f"difference {cheap['final_psnr'] - full['final_psnr']:+.2f} dB; search PSNR difference "
+              f"{(cheap['search_psnr'] or 0) - (full['search_psnr'] or 0):+.2f} dB")
     for r in rows:
         print(f"best ({r['fidelity']}): {r['arch']}")
 

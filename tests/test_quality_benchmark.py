@@ -36,3 +36,24 @@ def test_inpaint_uses_the_images_own_mask(quality, shared_data):
     task = quality.make_task("inpaint", str(shared_data / "vase.png"), 64, 0)
     assert task.options == {"mask": "vase_mask.png"}
     assert 0 < float(task.observed_mask.mean()) < 1
+
+
+def test_cells_run_side_by_side_and_keep_the_table(tmp_path, write_png, tiny_image):
+    """--jobs runs cells in spawned processes; every finished cell lands in the saved table."""
+    import subprocess
+    import sys
+
+    image = write_png("tiny.png", tiny_image)
+    out = tmp_path / "q"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--images", str(image), "--tasks", "denoise", "inpaint",
+                           "--size", "32", "--population", "2", "--generations", "1", "--iterations", "8",
+                           "--seeds", "1", "--device", "cpu", "--jobs", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    saved = json.loads((out / "quality.json").read_text())
+    assert sorted(r["task"] for r in saved["rows"]) == ["denoise", "inpaint"]
+    assert saved["machine"].startswith("CPU")
+    for row in saved["rows"]:
+        # the searched architecture trains for its evolved share of the shared budget
+        assert row["blind"]["fit_iterations"] in (2, 4, 6, 8) and row["blind"]["runs"][0]["psnr"] > 0
+        assert row["classical"]["fit_iterations"] == 8
