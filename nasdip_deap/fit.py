@@ -120,7 +120,7 @@ class Trainer:
     def scores(self) -> tuple[float | None, float | None]:
         """(true PSNR of the average when the clean image is known, PSNR on held-out pixels when any)."""
         with torch.no_grad():
-            true = metrics.psnr(self.average, self.clean) if self.clean is not None else None
+            true = self.task.true_psnr(self.average[0], self.clean[0]) if self.clean is not None else None
             held = (metrics.psnr(self.task.forward(self.average), self.obs, self.held)
                     if self.held is not None else None)
         return true, held

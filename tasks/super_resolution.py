@@ -92,12 +92,17 @@ class SuperResolution(Task):
     def forward(self, output: torch.Tensor) -> torch.Tensor:
         return downsample(output, self.scale)
 
+    def _y(self, image: torch.Tensor) -> torch.Tensor:
+        b = self.scale if min(image.shape[-2:]) > 4 * self.scale else 0  # tiny test images keep their border
+        return crop_border(metrics.rgb_to_y(image.clamp(0, 1)), b)
+
+    def true_psnr(self, restored: torch.Tensor, clean: torch.Tensor) -> float:
+        """PSNR on the Y channel, ``scale`` border pixels cropped (the SR literature's convention)."""
+        return metrics.psnr(self._y(restored), self._y(clean))
+
     def quality(self, restored: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
         """PSNR and SSIM on the Y channel, ``scale`` border pixels cropped; RGB PSNR beside them."""
-        b = self.scale if min(clean.shape[-2:]) > 4 * self.scale else 0  # tiny test images keep their border
-        y_restored = crop_border(metrics.rgb_to_y(restored.clamp(0, 1)), b)
-        y_clean = crop_border(metrics.rgb_to_y(clean.clamp(0, 1)), b)
-        return {"psnr": metrics.psnr(y_restored, y_clean), "ssim": metrics.ssim(y_restored, y_clean),
+        return {"psnr": self.true_psnr(restored, clean), "ssim": metrics.ssim(self._y(restored), self._y(clean)),
                 "psnr_rgb": metrics.psnr(restored.clamp(0, 1), clean)}
 
     def preview(self) -> torch.Tensor:
