@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("baseline", "restore an image with classical DIP, for comparison")):
         r = sub.add_parser(name, help=text)
         add_problem_arguments(r, default_crop=None, default_iterations=1000)
+        r.add_argument("--threads", type=positive_int, default=1,
+                       help="torch CPU threads for the fit (default 1, as in a search, so a genome restored with the "
+                            "search's seed reproduces its score)")
         if name == "restore":
             r.add_argument("--genome", required=True, help="genome file: best.json, hall_of_fame.json or a "
                                                             "JSON list of bits")

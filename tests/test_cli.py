@@ -43,6 +43,17 @@ def test_restore_with_found_genome(search_run, tmp_path, cli):
     assert "PSNR" in proc.stdout and "SSIM" in proc.stdout
 
 
+def test_restore_reproduces_the_searchs_final_fit(search_run, tmp_path, cli):
+    """Same genome, seed, budget and thread count: the restore gives the search's own final figure."""
+    out, _ = search_run
+    best = json.loads((out / "best.json").read_text())
+    proc = cli("restore", "--genome", str(out / "best.json"), *TINY, "--seed", "3", "--threads", "1",
+               "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["result"]["psnr"] == pytest.approx(best["psnr"], abs=1e-6)
+
+
 def test_baseline_is_classical_dip(tmp_path, cli, write_png, tiny_image):
     img = write_png("img.png", tiny_image)
     proc = cli("baseline", "--image", str(img), "--iterations", "10", "--out", str(tmp_path / "b"))
