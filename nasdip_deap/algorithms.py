@@ -36,6 +36,15 @@ class Algorithm:
         self.mutpb = mutpb
         self.lambda_ = lambda_
 
+    @classmethod
+    def check_selection(cls, name: str, selection) -> None:
+        """A multi-objective algorithm needs a selection that sees every objective (the function sets
+        ``multi_objective = True``, as ``nsga2`` does); tournament or best would rank by quality alone."""
+        if cls.multi_objective and not getattr(selection, "multi_objective", False):
+            raise UserError(f"algorithm {cls.name!r} optimises several objectives, but selection {name!r} ranks by "
+                            f"the first alone; use --selection {cls.default_selection} (or a selection that sets "
+                            f"multi_objective = True)")
+
     def initialize(self, population: list, toolbox) -> list:
         """Called once after the first population is evaluated."""
         return population

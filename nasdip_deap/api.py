@@ -31,7 +31,8 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
     toolbox = make_toolbox(spec, evaluator, len(objectives))
     bind_operator(toolbox, "mate", crossover, "crossover", spec)
     bind_operator(toolbox, "mutate", mutation, "mutation", spec)
-    bind_operator(toolbox, "select", selection or algorithm_cls.default_selection, "selection", spec)
+    chosen = bind_operator(toolbox, "select", selection or algorithm_cls.default_selection, "selection", spec)
+    algorithm_cls.check_selection(chosen["name"], toolbox.select.func)
     run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm_cls(cxpb=cxpb, mutpb=mutpb),
                  population_size=population, termination=max_generations(generations), seed=seed,
                  seed_classical=seed_classical, fidelity=make_fidelity(fidelity), hooks=list(hooks or []))

@@ -106,6 +106,7 @@ def search(args) -> int:
         "selection": bind_operator(toolbox, "select", args.selection or algorithm_cls.default_selection,
                                    "selection", spec),
     }
+    algorithm_cls.check_selection(operators["selection"]["name"], toolbox.select.func)
     imported = checkpoint.read_cache_files(args.cache, evaluator)
     if state is not None:
         run_dir = Path(args.resume)

@@ -22,3 +22,6 @@ def sel_nsga2(individuals, k, nd="auto"):
     if nd == "auto":
         nd = "log" if individuals and len(individuals[0].fitness.values) >= 2 else "standard"
     return tools.selNSGA2(individuals, k, nd=nd)
+
+
+sel_nsga2.multi_objective = True  # ranks on every objective (checked by multi-objective algorithms)

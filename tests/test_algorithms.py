@@ -226,6 +226,8 @@ def error_line(capsys) -> str:
     (["--selection", "gene-aware"], "'gene-aware' is a crossover operator, not a selection one"),
     (["--mutation", "flip-bit:rate=0.1"], "operator 'flip-bit' takes no parameter 'rate' (its parameters: indpb)"),
     (["--algorithm", "ga", "--lambda", "3"], "--lambda applies to mu-plus-lambda and nsga2"),
+    (["--algorithm", "nsga2", "--selection", "tournament"],
+     "algorithm 'nsga2' optimises several objectives, but selection 'tournament' ranks by the first alone"),
 ])
 def test_bad_names_exit_2_listing_valid_ones(args, message, tmp_path, capsys):
     out = tmp_path / "run"
