@@ -58,8 +58,9 @@ class EngineOptions:
 
 
 def make_adam(params, lr: float) -> torch.optim.Optimizer:
-    """Adam with torch's fused kernel where this torch and device have one: one pass over the
-    parameters instead of about ten (on CPU, 0.74x the step time of a 64 px classical DIP fit)."""
+    """Adam with torch's fused kernel where this torch and device have one (one pass over the
+    parameters instead of about ten). On CPU it measured the same as the default (0.987x the step of a
+    64 px classical DIP fit); on GPUs it cuts kernel launches, which bound DIP-sized fits there."""
     params = list(params)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
