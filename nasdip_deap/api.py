@@ -20,7 +20,8 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
                         crossover: str = "two-point", mutation: str = "flip-bit", selection: str | None = None,
                         cxpb: float = 0.5, mutpb: float = 0.3, fidelity: str = "full", early_stop: int | None = None,
                         device: str = "auto", holdout: float = 0.1, hooks: list | None = None,
-                        seed_classical: bool = True, evolve_iterations: bool = False) -> Search:
+                        seed_classical: bool = True, evolve_iterations: bool = False,
+                        init_spread: float | None = None) -> Search:
     """Run a whole search on ``task`` in this process and return the finished ``Search``."""
     spec = GenomeSpec(levels=levels, evolve_iterations=evolve_iterations)
     algorithm_cls: type[Algorithm] = ALGORITHMS.get(algorithm)
@@ -35,5 +36,6 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
     algorithm_cls.check_selection(chosen["name"], toolbox.select.func)
     run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm_cls(cxpb=cxpb, mutpb=mutpb),
                  population_size=population, termination=max_generations(generations), seed=seed,
-                 seed_classical=seed_classical, fidelity=make_fidelity(fidelity), hooks=list(hooks or []))
+                 seed_classical=seed_classical, init_spread=init_spread, fidelity=make_fidelity(fidelity),
+                 hooks=list(hooks or []))
     return run.run()

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the iteration count T (a share of --iterations) to the genome")
     g.add_argument("--no-classical-seed", action="store_true",
                    help="do not seed the first population with classical DIP")
+    g.add_argument("--init-spread", type=probability, metavar="P",
+                   help="start from mutants of classical DIP, each bit flipped with probability P (e.g. 0.05), "
+                        "instead of random genomes (the paper's start); pays when the search is small")
     g.add_argument("--final-iterations", type=positive_int,
                    help="Adam steps of the final fit of the best architecture (default: --iterations)")
     g.add_argument("--baseline-fit", action="store_true",

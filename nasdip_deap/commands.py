@@ -120,7 +120,8 @@ def search(args) -> int:
               "clean": args.clean, "crop": args.crop, "spec": spec.to_dict(), "fitness": evaluator.describe(),
               "algorithm": algorithm.describe(), "operators": operators, "population": args.population,
               "generations": args.generations, "seed": args.seed, "hof_size": args.hof_size,
-              "seed_classical": not args.no_classical_seed, "degraded": degraded, "environment": environment(),
+              "seed_classical": not args.no_classical_seed, "init_spread": args.init_spread, "degraded": degraded,
+              "environment": environment(),
               "arguments": checkpoint.saved_settings(args, run_dir)}
     write_json(run_dir / "config.json", config)
     log.info("search: task %s, %s fitness, %s, population %d, %d generations, %d iterations per fit -> %s",
@@ -137,6 +138,7 @@ def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task,
     run = Search(spec=evaluator.spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
                  population_size=args.population, termination=max_generations(args.generations), seed=args.seed,
                  archive_size=args.hof_size, seed_classical=not args.no_classical_seed,
+                 init_spread=getattr(args, "init_spread", None),
                  fidelity=make_fidelity(evaluator.settings.fidelity),
                  hooks=[hooks.ResultsWriter(run_dir), checkpoint.CacheFile(run_dir, evaluator.context),
                         checkpoint.CheckpointHook(run_dir, checkpoint.saved_settings(args, run_dir)),

@@ -78,6 +78,7 @@ class Search:
     seed: int = 0
     archive_size: int = 5
     seed_classical: bool = True
+    init_spread: float | None = None  # start from mutants of classical DIP (bit-flip probability), not random
     hooks: list = field(default_factory=list)
     fidelity: object = field(default_factory=FullFidelity)  # how much training each new candidate gets
     # state (checkpointed)
@@ -143,6 +144,10 @@ class Search:
         population = self.toolbox.population(n=self.population_size)
         if self.seed_classical and population:
             population[0][:] = self.spec.encode(classical_dip(self.spec.levels))
+        if self.init_spread is not None:  # a local search around the strong hand-made prior
+            classical = self.spec.encode(classical_dip(self.spec.levels))
+            for ind in population[int(self.seed_classical):]:
+                ind[:] = [bit ^ int(random.random() < self.init_spread) for bit in classical]
         return population
 
     def _finish_generation(self, evaluated: list, started: float) -> None:

@@ -10,7 +10,7 @@ import pytest
 from deap import algorithms as deap_algorithms
 from deap import base, tools
 
-from nasdip_deap import Architecture, GenomeSpec, deap_types
+from nasdip_deap import Architecture, GenomeSpec, classical_dip, deap_types
 from nasdip_deap.cli import main
 from nasdip_deap.fitness import Evaluator, FitnessSettings
 from nasdip_deap.operators import bind_operator
@@ -258,3 +258,33 @@ def test_list_shows_every_registered_entry(capsys):
         assert names == [entry.name for entry in registry.entries()]
         for entry, line in zip(registry.entries(), sections[title]):
             assert line.rstrip().endswith(entry.summary) and (not entry.kind or f"[{entry.kind}]" in line)
+
+
+def test_init_spread_starts_near_classical_dip(tiny_task):
+    """--init-spread P: the first population is classical DIP and its mutants (about P of the bits
+    flipped), reproducibly per seed; without it, random genomes as in the paper."""
+    spec = GenomeSpec()
+    classical = spec.encode(classical_dip())
+
+    def first_population(spread, seed=0):
+        run = tiny_search(tiny_task, "ga", population=8, seed=seed)
+        run.init_spread = spread
+        random.seed(seed)
+        return [list(ind) for ind in run._initial_population()]
+
+    near = first_population(0.05)
+    assert near[0] == classical and near == first_population(0.05)
+    flipped = [sum(a != b for a, b in zip(ind, classical)) / len(classical) for ind in near[1:]]
+    assert 0 < sum(flipped) / len(flipped) < 0.12
+    far = first_population(None)
+    assert sum(sum(a != b for a, b in zip(ind, classical)) for ind in far[1:]) / (7 * len(classical)) > 0.3
+
+
+def test_init_spread_through_the_cli(tmp_path, cli):
+    out = tmp_path / "run"
+    proc = cli("search", *TINY, "--population", "3", "--generations", "1", "--init-spread", "0.05",
+               "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "config.json").read_text())["init_spread"] == 0.05
+    bad = cli("search", *TINY, "--init-spread", "1.5", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
