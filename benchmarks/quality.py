@@ -111,9 +111,31 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
         best = run.spec.decode(run.best())
         search_seconds = time.perf_counter() - started
         result = {**final_fits(best, task, budget, args.seeds, args.device), "architecture": best.summary(),
-                  "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds}
+                  "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds,
+                  "candidates": candidate_summary(run)}
     result["seconds"] = time.perf_counter() - started
     return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
+
+
+def candidate_summary(run) -> dict:
+    """Why a search won or lost, from its own fits (no extra compute): how well its fitness ranked the
+    candidates by true PSNR, the true PSNR of the one it chose, of the best candidate it saw, and of
+    classical DIP's search fit. A better candidate that was not chosen means fitness mis-ranking; no
+    better candidate at all means too small a budget or search space."""
+    from scipy.stats import spearmanr
+
+    from nasdip_deap.genome import classical_dip as classical
+
+    records = [r for r in run.cache.values()  # fits of the full budget (not cut at a cheap rung)
+               if not r.get("error") and "psnr" in r.get("metrics", {}) and "rung_fitness" not in r]
+    fitness = [r["fitness"][0] for r in records]
+    psnr = [r["metrics"]["psnr"] for r in records]
+    chosen = run.record_for(run.best())
+    classical_key = run.spec.decode(run.spec.encode(classical(run.spec.levels))).key()
+    classical_psnr = next((r["metrics"]["psnr"] for r in records if r["key"] == classical_key), None)
+    rho = float(spearmanr(fitness, psnr).statistic) if len(records) >= 3 else None
+    return {"count": len(records), "spearman": rho, "chosen_psnr": chosen["metrics"].get("psnr"),
+            "best_psnr": max(psnr) if psnr else None, "classical_psnr": classical_psnr}
 
 
 def run_cell(task_name: str, image: str, args) -> dict:
@@ -143,6 +165,16 @@ def markdown(rows: list[dict], args) -> str:
                        f"{s['fit_iterations']} it" if s else "-")
             cells += [fmt(s), diff, compute]
         lines.append("| " + " | ".join(cells) + " |")
+    analysis = [(r, m) for r in rows for m in modes(args) if r.get(m, {}).get("candidates")]
+    if analysis:
+        lines += ["", "Search fits (true PSNR of the search's own fits, so a hold-out fit for blind fitness):", "",
+                  "| image | task | fitness | candidates | Spearman(fitness, true PSNR) | chosen | best seen | "
+                  "classical |", "|---|---|---|---|---|---|---|---|"]
+        for r, m in analysis:
+            c = r[m]["candidates"]
+            num = (lambda v, f="{:.2f}": "-" if v is None else f.format(v))
+            lines.append(f"| {r['image']} | {r['task']} | {m} | {c['count']} | {num(c['spearman'], '{:.3f}')} | "
+                         f"{num(c['chosen_psnr'])} | {num(c['best_psnr'])} | {num(c['classical_psnr'])} |")
     for m in modes(args):
         by_task: dict[str, list[float]] = {}
         for r in rows:

@@ -26,6 +26,9 @@ def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image)
         for column in ("classical", "blind", "reference"):
             assert len(row[column]["runs"]) == 2 and row[column]["psnr"] > 0
         assert row["blind"]["fits"] >= 1 and row["blind"]["iterations"] >= 4
+        candidates = row["blind"]["candidates"]
+        assert candidates["count"] >= 2 and candidates["best_psnr"] >= candidates["chosen_psnr"]
+        assert candidates["classical_psnr"] is not None  # classical DIP seeds every search
     saved = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert len(saved["rows"]) == 3
     table = (tmp_path / "q" / "quality.md").read_text()
