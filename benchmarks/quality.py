@@ -48,6 +48,20 @@ def default_images() -> list[str]:
     return found + ["astronaut"]
 
 
+def parse_cell(text: str) -> tuple[str, str]:
+    """``TASK:IMAGE`` -> (task, image path); a bare file name is looked up in the data folder."""
+    task_name, _, image = text.partition(":")
+    if task_name not in TASK_NAMES or not image:
+        raise SystemExit(f"quality.py: error: bad cell {text!r}: expected TASK:IMAGE with TASK one of "
+                         f"{', '.join(TASK_NAMES)}")
+    data = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+    if image != "astronaut" and not Path(image).exists() and (data / image).exists():
+        image = str(data / image)
+    if image != "astronaut" and not Path(image).exists():
+        raise SystemExit(f"quality.py: error: image {image!r} not found (nor in {data})")
+    return task_name, image
+
+
 def load_clean(name: str, size: int) -> torch.Tensor:
     img = default_image() if name == "astronaut" else load_image(name)
     return center_crop(img, size or None)
@@ -193,6 +207,9 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", nargs="+", help="clean image paths, or 'astronaut' (default: ../shared/data + astronaut)")
     p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES))
+    p.add_argument("--cells", nargs="+", metavar="TASK:IMAGE",
+                   help="explicit (task, image) cells instead of every task on every image, e.g. inpaint:kate.png; "
+                        "an image name without a folder is looked up in the data folder")
     p.add_argument("--size", type=int, default=64, help="centre crop in pixels (0 = full size)")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
@@ -234,8 +251,8 @@ def save(rows: list[dict], args, out: Path) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    images = args.images or default_images()
-    cells = [(task_name, image) for image in images for task_name in args.tasks]
+    cells = [parse_cell(text) for text in args.cells] if args.cells else \
+        [(task_name, image) for image in args.images or default_images() for task_name in args.tasks]
     units = [(i, part) for part in ["classical"] + modes(args) for i in range(len(cells))]
     out = Path(args.out)
     rows: dict[int, dict] = {}

@@ -60,3 +60,14 @@ def test_cells_run_side_by_side_and_keep_the_table(tmp_path, write_png, tiny_ima
         # the searched architecture trains for its evolved share of the shared budget
         assert row["blind"]["fit_iterations"] in (2, 4, 6, 8) and row["blind"]["runs"][0]["psnr"] > 0
         assert row["classical"]["fit_iterations"] == 8
+
+
+def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, tiny_image):
+    image = write_png("tiny.png", tiny_image)
+    monkeypatch.setenv("NASDIP_DATA", str(image.parent))
+    assert quality.parse_cell("inpaint:tiny.png") == ("inpaint", str(image))  # looked up in the data folder
+    assert quality.parse_cell(f"denoise:{image}") == ("denoise", str(image))
+    for bad, message in (("blur:tiny.png", "expected TASK:IMAGE"), ("denoise:", "expected TASK:IMAGE"),
+                         ("denoise:missing.png", "not found")):
+        with pytest.raises(SystemExit, match=message):
+            quality.parse_cell(bad)
