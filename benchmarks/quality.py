@@ -42,8 +42,13 @@ TASK_NAMES = ("denoise", "inpaint", "super-resolution")
 MASKS = {"kate.png": "kate_mask.png", "vase.png": "vase_mask.png"}
 
 
+def data_folder() -> Path:
+    """The standard DIP test images: $NASDIP_DATA, else ../shared/data beside the project."""
+    return Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+
+
 def default_images() -> list[str]:
-    data = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+    data = data_folder()
     found = [str(data / n) for n in ("F16_GT.png", "kate.png", "vase.png", "snail.jpg") if (data / n).exists()]
     return found + ["astronaut"]
 
@@ -54,7 +59,7 @@ def parse_cell(text: str) -> tuple[str, str]:
     if task_name not in TASK_NAMES or not image:
         raise SystemExit(f"quality.py: error: bad cell {text!r}: expected TASK:IMAGE with TASK one of "
                          f"{', '.join(TASK_NAMES)}")
-    data = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+    data = data_folder()
     if image != "astronaut" and not Path(image).exists() and (data / image).exists():
         image = str(data / image)
     if image != "astronaut" and not Path(image).exists():
@@ -80,9 +85,7 @@ def make_task(task_name: str, image: str, size: int, seed: int):
         return cls.from_clean(clean, {"scale": 4}, degrade_seed)
     mask_file = MASKS.get(Path(image).name)
     if mask_file and (Path(image).parent / mask_file).exists():
-        from nasdip_deap.image_io import load_image as read
-
-        mask = center_crop((read(Path(image).parent / mask_file).amax(0, keepdim=True) > 0).float(), size or None)
+        mask = center_crop((load_image(Path(image).parent / mask_file).amax(0, keepdim=True) > 0).float(), size or None)
         if 0 < float(mask.mean()) < 1:
             return cls.from_clean(clean, {"mask": mask_file}, degrade_seed, mask=mask)
     return cls.from_clean(clean, {"mask_pattern": "text"}, degrade_seed)

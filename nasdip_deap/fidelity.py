@@ -6,9 +6,10 @@ rung): every new candidate is first fitted with ``budget / eta**(rungs-1)`` iter
 ``1/eta`` continue to ``eta`` times more, and so on up to the full budget. Scores of different budgets
 are not comparable (a DIP fit that scores well after 30 iterations may overfit the noise by 300), so a
 candidate cut at a cheap rung is ranked below every candidate of its generation that reached the full
-budget, in its cheap-rung order (its real scores stay in ``rungs``). At the full rung, fits whose score curve is clearly behind the
-best full fit seen so far are stopped early (``CurveStopper``). Fits restart at each rung (nothing is
-shipped between workers), and every fit of every rung is counted in the run's compute.
+budget, in its cheap-rung order (its real scores stay in ``rungs``). At the full rung, fits whose score
+curve is clearly behind the best full fit seen so far are stopped early (``CurveStopper``). Fits restart
+at each rung (nothing is shipped between workers), and every fit of every rung is counted in the run's
+compute.
 """
 from __future__ import annotations
 
@@ -90,10 +91,11 @@ class SuccessiveHalving:
     def rank_below_full(history: dict[int, list[dict]], rungs: int) -> None:
         """Give candidates cut at a cheap rung a quality fitness below the worst full-budget one of the
         generation, keeping their order (later rung first, then cheap-rung score)."""
-        full = [recs[-1]["fitness"][0] for recs in history.values() if len(recs) == rungs and not recs[-1].get("error")]
+        scored = [recs for recs in history.values() if not recs[-1].get("error")]
+        full = [recs[-1]["fitness"][0] for recs in scored if len(recs) == rungs]
         if not full:
             return
-        cut = [recs for recs in history.values() if len(recs) < rungs and not recs[-1].get("error")]
+        cut = [recs for recs in scored if len(recs) < rungs]
         cut.sort(key=lambda recs: (len(recs), recs[-1]["fitness"][0]), reverse=True)
         floor = min(full)
         for rank, recs in enumerate(cut, start=1):

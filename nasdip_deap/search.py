@@ -142,10 +142,10 @@ class Search:
     # -- loop ------------------------------------------------------------------------------------
     def _initial_population(self) -> list:
         population = self.toolbox.population(n=self.population_size)
+        classical = self.spec.encode(classical_dip(self.spec.levels))
         if self.seed_classical and population:
-            population[0][:] = self.spec.encode(classical_dip(self.spec.levels))
+            population[0][:] = classical
         if self.init_spread is not None:  # a local search around the strong hand-made prior
-            classical = self.spec.encode(classical_dip(self.spec.levels))
             for ind in population[int(self.seed_classical):]:
                 ind[:] = [bit ^ int(random.random() < self.init_spread) for bit in classical]
         return population
