@@ -57,13 +57,13 @@ def parse_cell(text: str) -> tuple[str, str]:
     """``TASK:IMAGE`` -> (task, image path); a bare file name is looked up in the data folder."""
     task_name, _, image = text.partition(":")
     if task_name not in TASK_NAMES or not image:
-        raise SystemExit(f"quality.py: error: bad cell {text!r}: expected TASK:IMAGE with TASK one of "
-                         f"{', '.join(TASK_NAMES)}")
+        raise argparse.ArgumentTypeError(f"bad cell {text!r}: expected TASK:IMAGE with TASK one of "
+                                         f"{', '.join(TASK_NAMES)}")
     data = data_folder()
     if image != "astronaut" and not Path(image).exists() and (data / image).exists():
         image = str(data / image)
     if image != "astronaut" and not Path(image).exists():
-        raise SystemExit(f"quality.py: error: image {image!r} not found (nor in {data})")
+        raise argparse.ArgumentTypeError(f"image {image!r} not found (nor in {data})")
     return task_name, image
 
 
@@ -210,7 +210,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", nargs="+", help="clean image paths, or 'astronaut' (default: ../shared/data + astronaut)")
     p.add_argument("--tasks", nargs="+", choices=TASK_NAMES, default=list(TASK_NAMES))
-    p.add_argument("--cells", nargs="+", metavar="TASK:IMAGE",
+    p.add_argument("--cells", nargs="+", metavar="TASK:IMAGE", type=parse_cell,
                    help="explicit (task, image) cells instead of every task on every image, e.g. inpaint:kate.png; "
                         "an image name without a folder is looked up in the data folder")
     p.add_argument("--size", type=int, default=64, help="centre crop in pixels (0 = full size)")
@@ -254,7 +254,7 @@ def save(rows: list[dict], args, out: Path) -> str:
 
 def main(argv=None) -> list[dict]:
     args = parse_args(argv)
-    cells = [parse_cell(text) for text in args.cells] if args.cells else \
+    cells = args.cells if args.cells else \
         [(task_name, image) for image in args.images or default_images() for task_name in args.tasks]
     units = [(i, part) for part in ["classical"] + modes(args) for i in range(len(cells))]
     out = Path(args.out)

@@ -1,4 +1,5 @@
 """The quality benchmark's machinery on a tiny image, in seconds (benchmarks/quality.py)."""
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -69,5 +70,8 @@ def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, ti
     assert quality.parse_cell(f"denoise:{image}") == ("denoise", str(image))
     for bad, message in (("blur:tiny.png", "expected TASK:IMAGE"), ("denoise:", "expected TASK:IMAGE"),
                          ("denoise:missing.png", "not found")):
-        with pytest.raises(SystemExit, match=message):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
             quality.parse_cell(bad)
+    with pytest.raises(SystemExit) as refused:  # from the command line: argparse's one line and exit 2
+        quality.parse_args(["--cells", "blur:tiny.png"])
+    assert refused.value.code == 2
