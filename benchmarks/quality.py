@@ -124,7 +124,8 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
         run = search_architecture(task, population=args.population, generations=args.generations,
                                   iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
                                   fidelity=args.fidelity, early_stop=args.early_stop,
-                                  evolve_iterations=args.evolve_iterations, init_spread=args.init_spread)
+                                  evolve_iterations=args.evolve_iterations, init_spread=args.init_spread,
+                                  finalists=args.finalists, finalist_repeats=args.finalist_repeats)
         best = run.spec.decode(run.best())
         search_seconds = time.perf_counter() - started
         result = {**final_fits(best, task, budget, args.seeds, args.device), "architecture": best.summary(),
@@ -226,6 +227,9 @@ def parse_args(argv=None):
     p.add_argument("--fidelity", default="full")
     p.add_argument("--early-stop", type=int)
     p.add_argument("--init-spread", type=float, help="start the search from mutants of classical DIP")
+    p.add_argument("--finalists", type=int, default=0,
+                   help="re-fit the best N architectures of each search before choosing (0: choose by one fit)")
+    p.add_argument("--finalist-repeats", type=int, default=2, help="re-fits per finalist (new seed and hold-out)")
     p.add_argument("--also-reference", action="store_true", help="also search with reference fitness")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (CPU results depend on it)")

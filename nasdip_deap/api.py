@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .algorithms import Algorithm
 from .fidelity import make_fidelity
+from .finalists import Finalists
 from .fitness import Evaluator, FitnessSettings
 from .genome import GenomeSpec
 from .operators import bind_operator
@@ -21,8 +22,9 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
                         cxpb: float = 0.5, mutpb: float = 0.3, fidelity: str = "full", early_stop: int | None = None,
                         device: str = "auto", holdout: float = 0.1, hooks: list | None = None,
                         seed_classical: bool = True, evolve_iterations: bool = False,
-                        init_spread: float | None = None) -> Search:
-    """Run a whole search on ``task`` in this process and return the finished ``Search``."""
+                        init_spread: float | None = None, finalists: int = 0, finalist_repeats: int = 2) -> Search:
+    """Run a whole search on ``task`` in this process and return the finished ``Search``. With
+    ``finalists`` > 0 the best ones are re-fitted ``finalist_repeats`` times before ``best()`` chooses."""
     spec = GenomeSpec(levels=levels, evolve_iterations=evolve_iterations)
     algorithm_cls: type[Algorithm] = ALGORITHMS.get(algorithm)
     objectives = ("quality", "parameters") if algorithm_cls.multi_objective else ("quality",)
@@ -37,5 +39,5 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
     run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm_cls(cxpb=cxpb, mutpb=mutpb),
                  population_size=population, termination=max_generations(generations), seed=seed,
                  seed_classical=seed_classical, init_spread=init_spread, fidelity=make_fidelity(fidelity),
-                 hooks=list(hooks or []))
+                 finalists=Finalists(finalists, finalist_repeats) if finalists else None, hooks=list(hooks or []))
     return run.run()

@@ -151,7 +151,7 @@ def capture(search, settings: dict) -> dict:
     return {"format": FORMAT, "nasdip_deap": __version__, "written": time.time(),
             "generation": search.generation, "population": search.population, "archive": search.archive,
             "logbook": search.logbook, "cache": search.cache, "totals": dataclasses.asdict(search.totals),
-            "rng": rng_states(), "settings": settings, "context": search.evaluator.context}
+            "replicates": search.replicates, "rng": rng_states(), "settings": settings, "context": search.evaluator.context}
 
 
 def restore(search, state: dict, rng: bool = True) -> None:
@@ -166,6 +166,7 @@ def restore(search, state: dict, rng: bool = True) -> None:
     search.cache = dict(state["cache"])
     search.generation = state["generation"]
     search.totals = Compute(**state["totals"])
+    search.replicates = dict(state.get("replicates", {}))
     if rng:
         set_rng_states(state["rng"])
 
@@ -245,6 +246,9 @@ class CheckpointHook:
     def __init__(self, run_dir: str | os.PathLike, settings: dict):
         self.path = Path(run_dir) / CHECKPOINT_NAME
         self.settings = settings
+
+    def on_finalists(self, search):
+        self.on_generation(search)  # the re-fits of the finalists survive an interruption too
 
     def on_generation(self, search):
         started = time.perf_counter()

@@ -121,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-spread", type=probability, metavar="P",
                    help="start from mutants of classical DIP, each bit flipped with probability P (e.g. 0.05), "
                         "instead of random genomes (the paper's start); pays when the search is small")
+    g.add_argument("--finalists", type=non_negative_int, default=0, metavar="N",
+                   help="before choosing the best, re-fit the N best hall-of-fame architectures --finalist-repeats "
+                        "more times (new seed, new held-out pixels) and choose by mean fitness: one fit's score "
+                        "is partly luck at small sizes (default 0: choose by one fit)")
+    g.add_argument("--finalist-repeats", type=positive_int, default=2, metavar="R",
+                   help="re-fits per finalist (default 2)")
     g.add_argument("--final-iterations", type=positive_int,
                    help="Adam steps of the final fit of the best architecture (default: --iterations)")
     g.add_argument("--baseline-fit", action="store_true",

@@ -138,7 +138,7 @@ def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task,
     run = Search(spec=evaluator.spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
                  population_size=args.population, termination=max_generations(args.generations), seed=args.seed,
                  archive_size=args.hof_size, seed_classical=not args.no_classical_seed,
-                 init_spread=getattr(args, "init_spread", None),
+                 init_spread=getattr(args, "init_spread", None), finalists=make_finalists(args),
                  fidelity=make_fidelity(evaluator.settings.fidelity),
                  hooks=[hooks.ResultsWriter(run_dir), checkpoint.CacheFile(run_dir, evaluator.context),
                         checkpoint.CheckpointHook(run_dir, checkpoint.saved_settings(args, run_dir)),
@@ -161,7 +161,16 @@ def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task,
     return finish_search(run, task, args, run_dir, degraded)
 
 
+def make_finalists(args):
+    """The finalists' re-fits asked for (settings saved by older versions have none)."""
+    from .finalists import Finalists
+
+    count = getattr(args, "finalists", 0) or 0
+    return Finalists(count, getattr(args, "finalist_repeats", 2)) if count else None
+
+
 def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
+    from .finalists import finalist_table
     from .runfolder import result_entry
 
     best = run.best()
@@ -179,7 +188,8 @@ def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
                  "compute": {"fits": totals.fits, "iterations": totals.iterations,
                              "fit_seconds": round(totals.fit_seconds, 3), "cache_hits": totals.cache_hits,
                              "failures": totals.failures, "duplicates": totals.duplicates},
-                 "baseline": classical_baseline(run, task, args, run_dir, arch, final)}
+                 "baseline": classical_baseline(run, task, args, run_dir, arch, final),
+                 "finalists": finalist_table(run)}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)

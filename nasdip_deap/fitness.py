@@ -85,10 +85,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def make_holdout(task, fraction: float, seed: int) -> torch.Tensor:
+def make_holdout(task, fraction: float, seed: int, replicate: int = 0) -> torch.Tensor:
     """A random (1, h, w) mask over ``fraction`` of the task's observed pixels, fixed for the whole run
-    so that every architecture is scored on the same held-out pixels."""
-    gen = torch.Generator().manual_seed(derive_seed("holdout", seed))
+    so that every architecture is scored on the same held-out pixels (``replicate`` > 0: another
+    draw, for the re-fits of finalists)."""
+    parts = ("holdout", seed) if not replicate else ("holdout", seed, "replicate", replicate)
+    gen = torch.Generator().manual_seed(derive_seed(*parts))
     draw = torch.rand(task.observed_mask.shape, generator=gen) < fraction
     return (draw.float() * (task.observed_mask > 0).float())
 
@@ -152,25 +154,33 @@ class Evaluator:
             return None
         return stoppers[0] if len(stoppers) == 1 else AnyStopper(tuple(stoppers))
 
+    def holdout_for(self, replicate: int = 0) -> torch.Tensor | None:
+        """The held-out pixels of blind fitness: the run's own, or a fresh draw for a re-fit."""
+        if self.holdout is None or not replicate:
+            return self.holdout
+        return make_holdout(self.task, self.settings.holdout, self.settings.seed, replicate)
+
     def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None, device: str | None = None,
-                deadline: float | None = None) -> FitResult:
+                deadline: float | None = None, replicate: int = 0) -> FitResult:
         options = EngineOptions(precision=self.settings.precision, channels_last=self.settings.channels_last)
         with torch_threads(self.settings.threads):
             result = fit(arch, self._fit_task, iterations or self.iterations_for(arch),
-                         device=device or self.settings.device, seed=seed, holdout=self.holdout, stopper=stopper,
-                         deadline=deadline, options=options)
+                         device=device or self.settings.device, seed=seed, holdout=self.holdout_for(replicate),
+                         stopper=stopper, deadline=deadline, options=options)
         if self.settings.mode == "blind" and self.task.clean is not None:
             result.metrics.update(self.task.quality(result.restored, self.task.clean))  # recorded, never used
         return result
 
-    def _start_record(self, bits, worker) -> tuple[dict, object]:
+    def _start_record(self, bits, worker, replicate: int = 0) -> tuple[dict, object]:
         """The record's identity and provenance (host, pid, worker id, GPU), and the architecture."""
         arch = self.spec.decode(bits)
         key = arch.key()
+        seed = derive_seed(self.settings.seed, key) if not replicate else \
+            derive_seed(self.settings.seed, key, "replicate", replicate)
         where = worker.describe() if worker is not None else \
             {"worker": None, "host": None, "pid": None, "gpu": None, "gpu_shared": None}
         rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(),
-               "seed": derive_seed(self.settings.seed, key), **where, "started": time.time(),
+               "seed": seed, "replicate": replicate, **where, "started": time.time(),
                "device": self.settings.device if worker is None else worker.device_for(self.settings.device),
                "threads": self.settings.threads}
         return rec, arch
@@ -188,12 +198,14 @@ class Evaluator:
         rec, _ = self._start_record(bits, None)  # where it ran is gone with the worker
         return self._fail(rec, f"WorkerLost: {reason}", None)
 
-    def record(self, bits, iterations: int | None = None, reference_curve=None, curve_margin: float = 1.0) -> dict:
+    def record(self, bits, iterations: int | None = None, reference_curve=None, curve_margin: float = 1.0,
+               replicate: int = 0) -> dict:
         """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness).
         Provenance: host, pid, worker id, GPU and device that ran it, its fit ``seconds`` and its
         wall-clock ``duration`` (decoding, building and fitting). ``iterations`` overrides the budget
-        (multi-fidelity rungs); ``reference_curve`` stops a fit that falls clearly behind it."""
-        rec, arch = self._start_record(bits, current_worker())
+        (multi-fidelity rungs); ``reference_curve`` stops a fit that falls clearly behind it; a
+        ``replicate`` > 0 re-fits with another seed and other held-out pixels (see finalists.py)."""
+        rec, arch = self._start_record(bits, current_worker(), replicate)
         seed = rec["seed"]
         timeout = self.settings.timeout
         deadline = None if timeout is None else time.perf_counter() + timeout
@@ -201,7 +213,8 @@ class Evaluator:
             params = count_parameters(build_network(arch, self.task.channels))
             budget = iterations or self.iterations_for(arch)
             stopper = self.make_stopper(budget, reference_curve, curve_margin)
-            result = self.run_fit(arch, seed, budget, stopper=stopper, device=rec["device"], deadline=deadline)
+            result = self.run_fit(arch, seed, budget, stopper=stopper, device=rec["device"], deadline=deadline,
+                                  replicate=replicate)
             values = {"quality": result.metrics["heldout_psnr"] if self.settings.mode == "blind"
                       else result.metrics["psnr"],
                       "parameters": float(params), "fit_seconds": result.seconds}

@@ -17,6 +17,7 @@ from deap import base, tools
 from . import deap_types
 from .algorithms import Algorithm
 from .fidelity import FullFidelity
+from .finalists import mean_quality
 from .fitness import Evaluator
 from .genome import GenomeSpec, classical_dip
 
@@ -81,6 +82,7 @@ class Search:
     init_spread: float | None = None  # start from mutants of classical DIP (bit-flip probability), not random
     hooks: list = field(default_factory=list)
     fidelity: object = field(default_factory=FullFidelity)  # how much training each new candidate gets
+    finalists: object = None  # e.g. finalists.Finalists(3, 2): re-fit the best before choosing one
     # state (checkpointed)
     population: list | None = None
     archive: object = None
@@ -88,6 +90,7 @@ class Search:
     generation: int = 0
     cache: dict = field(default_factory=dict)
     totals: Compute = field(default_factory=Compute)
+    replicates: dict = field(default_factory=dict)  # cache key -> re-fit records of a finalist
 
     def __post_init__(self):
         if self.archive is None:
@@ -195,9 +198,16 @@ class Search:
             self.generation += 1
             self.population, offspring = self.algorithm.step(self.population, self.toolbox, self.evaluate)
             self._finish_generation(offspring, started)
+        if self.finalists is not None:
+            self.finalists.run(self)
+            self._emit("on_finalists")
         self._emit("on_end")
         return self
 
     def best(self):
-        """The best individual found (first of the hall of fame; for Pareto fronts the best quality)."""
+        """The best individual found: the best quality of the hall of fame or Pareto front, or, once
+        finalists were re-fitted, the finalist with the best mean quality over its fits."""
+        refitted = [ind for ind in self.archive if self.cache_key(ind) in self.replicates]
+        if refitted:
+            return max(refitted, key=lambda ind: mean_quality(self, ind))
         return max(self.archive, key=lambda ind: ind.fitness.values[0])

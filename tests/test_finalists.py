@@ -1,0 +1,96 @@
+"""Re-fitting the finalists: the choice rests on mean scores, the re-fits are new draws, and every
+re-fit is counted and checkpointed."""
+import json
+
+import pytest
+import torch
+
+from nasdip_deap import checkpoint
+from nasdip_deap.api import search_architecture
+from nasdip_deap.errors import UserError
+from nasdip_deap.finalists import Finalists, finalist_table, mean_quality
+from nasdip_deap.registry import TASKS
+
+
+@pytest.fixture
+def task(tiny_image):
+    return TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, seed=0)
+
+
+@pytest.fixture
+def run(task):
+    return search_architecture(task, population=4, generations=1, iterations=12, fitness="blind", seed=3,
+                               device="cpu", finalists=2, finalist_repeats=2)
+
+
+def test_finalists_are_refitted_and_counted(run):
+    assert len(run.replicates) == 2
+    finalists = Finalists(2, 2).choose(run.archive)
+    for ind in finalists:
+        records = run.replicates[run.cache_key(ind)]
+        original = run.record_for(ind)
+        assert [r["replicate"] for r in records] == [1, 2]
+        assert all(r["key"] == original["key"] and r["error"] is None for r in records)
+        assert len({original["seed"]} | {r["seed"] for r in records}) == 3  # new seeds
+    refits = sum(len(v) for v in run.replicates.values())
+    assert run.totals.fits == sum(row["fits"] for row in run.logbook) + refits
+    assert run.totals.iterations == sum(row["iterations"] for row in run.logbook) + \
+        sum(r["iterations"] for v in run.replicates.values() for r in v)
+    table = finalist_table(run)
+    assert [row["mean"] for row in table] == sorted((row["mean"] for row in table), reverse=True)
+    assert all(len(row["scores"]) == 3 for row in table)
+    assert run.record_for(run.best())["key"] == table[0]["key"]
+
+
+def test_best_is_the_finalist_with_the_best_mean(run):
+    first, second = Finalists(2, 2).choose(run.archive)
+    assert run.best() is not None
+    # make the runner-up's re-fits far better than the leader's: the choice must follow the mean
+    for rec in run.replicates[run.cache_key(first)]:
+        rec["fitness"] = [first.fitness.values[0] - 20.0]
+    for rec in run.replicates[run.cache_key(second)]:
+        rec["fitness"] = [second.fitness.values[0] + 20.0]
+    assert mean_quality(run, second) > mean_quality(run, first)
+    assert run.best() is second
+
+
+def test_blind_refits_hold_out_other_pixels(run):
+    evaluator = run.evaluator
+    assert torch.equal(evaluator.holdout_for(0), evaluator.holdout)
+    other = evaluator.holdout_for(1)
+    assert other.shape == evaluator.holdout.shape and not torch.equal(other, evaluator.holdout)
+    assert torch.equal(other, evaluator.holdout_for(1))  # reproducible draw
+
+
+def test_refits_survive_a_checkpoint_and_are_not_repeated(run, tmp_path):
+    state = checkpoint.capture(run, {})
+    replicates = run.replicates
+    run.replicates = {}
+    checkpoint.restore(run, state, rng=False)
+    assert run.replicates == replicates
+    fits = run.totals.fits
+    Finalists(2, 2).run(run)  # everything is there already
+    assert run.totals.fits == fits
+    Finalists(2, 3).run(run)  # one more re-fit each
+    assert run.totals.fits == fits + 2
+    assert all(len(v) == 3 for v in run.replicates.values())
+
+
+def test_bad_finalist_settings_are_refused():
+    with pytest.raises(UserError, match="finalists"):
+        Finalists(0, 2)
+    with pytest.raises(UserError, match="finalists"):
+        Finalists(2, 0)
+
+
+def test_finalists_through_the_cli(tmp_path, cli):
+    out = tmp_path / "run"
+    proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "8",
+               "--fitness", "blind", "--finalists", "2", "--finalist-repeats", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    best = json.loads((out / "best.json").read_text())
+    logbook = json.loads((out / "logbook.json").read_text())
+    assert len(best["finalists"]) == 2 and best["finalists"][0]["key"] == best["key"]
+    assert best["compute"]["fits"] == sum(row["fits"] for row in logbook) + 2
+    bad = cli("search", "--finalists", "-1", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
