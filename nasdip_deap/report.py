@@ -332,6 +332,18 @@ def archive_html(run: Run) -> str:
                   "archive")
 
 
+def finalists_html(finalists: list[dict], quality: str) -> str:
+    """The re-fitted finalists (``--finalists``): every score, its mean (what the choice rests on)."""
+    rows = []
+    for i, f in enumerate(finalists, 1):
+        scores = ", ".join(f"{v:.2f}" for v in f["scores"])
+        true = [t for t in f.get("true_psnr") or [] if t is not None]
+        rows.append([str(i), _e(scores), f"<b>{f['mean']:.3f}</b>",
+                     _e(f"{sum(true) / len(true):.2f}" if true else "—"), f"<code>{_e(f['summary'])}</code>"])
+    return _table(["#", f"{quality}: search fit, re-fits", "mean", "true PSNR (mean)", "architecture"], rows,
+                  "archive")
+
+
 def compute_summary(run: Run) -> list[tuple[str, object]]:
     """Fits, DIP iterations, CPU/GPU seconds, cache hits: from the logbook and the fit records."""
     rows = run.logbook
@@ -341,6 +353,7 @@ def compute_summary(run: Run) -> list[tuple[str, object]]:
     finals = [x for x in ((run.best or {}).get("final"), (run.best or {}).get("baseline")) if x and "seconds" in x
               and str(x.get("source", "final")).startswith("final")]
     final_seconds = sum(float(x["seconds"]) for x in finals)
+    refits = [r for f in (run.best or {}).get("finalists") or [] for r in f["scores"][1:]]
     return [("generations", len(rows)),
             ("fits run (DIP trainings)", sum(r.get("fits", 0) for r in rows)),
             ("DIP iterations in those fits", f"{sum(r.get('iterations', 0) for r in rows):,}"),
@@ -349,6 +362,7 @@ def compute_summary(run: Run) -> list[tuple[str, object]]:
             ("failed fits (scored worst)", sum(r.get("failures", 0) for r in rows)),
             ("fit time on CPU", _duration(seconds["cpu"])),
             ("fit time on GPU", _duration(seconds["gpu"]) if seconds["gpu"] else "none"),
+            ("re-fits of the finalists (--finalists)", len(refits) if refits else "—"),
             ("final fit(s)", f"{len(finals)}, {_duration(final_seconds)}" if finals else "—"),
             ("wall time of the generations", _duration(sum(r.get("seconds", 0.0) for r in rows)))]
 
@@ -499,6 +513,12 @@ def render_html(run: Run, figures: dict[str, str], baseline: dict | None) -> str
     if run.archive:
         title = "Pareto front" if run.multi_objective else "Hall of fame"
         parts.append(f"<h2>{title}</h2>{archive_html(run)}")
+    finalists = (run.best or {}).get("finalists")
+    if finalists:
+        parts.append("<h2>Finalists</h2><p class='hint'>The best architectures were fitted again with new seeds"
+                     f"{' and new held-out pixels' if run.mode == 'blind' else ''}; the best mean was "
+                     f"chosen. True PSNR is shown where the clean image is known (never used by blind "
+                     f"fitness).</p>{finalists_html(finalists, run.quality_label)}")
     parts.append(f"<div class='grid2'><div><h2>Compute spent</h2>{_kv_table(compute_summary(run))}</div>"
                  f"<div><h2>Settings</h2>{_kv_table(settings_pairs(run))}</div></div>")
     env = config.get("environment") or {}

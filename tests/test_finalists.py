@@ -92,5 +92,7 @@ def test_finalists_through_the_cli(tmp_path, cli):
     logbook = json.loads((out / "logbook.json").read_text())
     assert len(best["finalists"]) == 2 and best["finalists"][0]["key"] == best["key"]
     assert best["compute"]["fits"] == sum(row["fits"] for row in logbook) + 2
+    report = (out / "report.html").read_text()
+    assert "<h2>Finalists</h2>" in report and best["finalists"][0]["summary"].split()[1] in report
     bad = cli("search", "--finalists", "-1", "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "error" in bad.stderr and "Traceback" not in bad.stderr
