@@ -35,7 +35,7 @@ def run_search(task, spec, args, fidelity_text: str) -> dict:
     started = time.perf_counter()
     search = search_architecture(task, population=args.population, generations=args.generations,
                                  iterations=args.iterations, fitness=args.fitness, seed=args.seed, device="cpu",
-                                 fidelity=fidelity_text, levels=spec.levels)
+                                 fidelity=fidelity_text, levels=spec.levels, init_spread=args.init_spread)
     wall = time.perf_counter() - started
     best = search.best()
     arch = spec.decode(best)
@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=400)
     parser.add_argument("--fitness", choices=("blind", "reference"), default="blind")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-spread", type=float,
+                        help="start every search from mutants of classical DIP (bit-flip probability), not random")
     parser.add_argument("--halving", nargs="+", default=["halving"],
                         help="fidelity specs of the cheap searches, e.g. halving halving:eta=4")
     args = parser.parse_args()
@@ -63,7 +65,8 @@ def main() -> None:
     task = TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=derive_seed(args.seed, "degrade"))
     spec = GenomeSpec()
     print(f"image {path or 'astronaut'} crop {args.crop}, denoise sigma 25, {args.fitness} fitness, population "
-          f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}")
+          f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}, "
+          f"{'init spread ' + str(args.init_spread) if args.init_spread is not None else 'random start'}")
     rows = [run_search(task, spec, args, text) for text in ["full"] + args.halving]
     print(f"{'fidelity':<24}{'fits':>6}{'DIP iters':>11}{'wall s':>9}{'fitness':>9}{'search PSNR':>13}"
           f"{'final PSNR':>12}")
