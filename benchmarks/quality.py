@@ -32,6 +32,7 @@ import torch
 
 from nasdip_deap import classical_dip
 from nasdip_deap.api import search_architecture
+from nasdip_deap.cli import non_negative_int, positive_int
 from nasdip_deap.fit import fit
 from nasdip_deap.fitness import derive_seed
 from nasdip_deap.image_io import center_crop, default_image, load_image
@@ -227,9 +228,9 @@ def parse_args(argv=None):
     p.add_argument("--fidelity", default="full")
     p.add_argument("--early-stop", type=int)
     p.add_argument("--init-spread", type=float, help="start the search from mutants of classical DIP")
-    p.add_argument("--finalists", type=int, default=0,
+    p.add_argument("--finalists", type=non_negative_int, default=0,
                    help="re-fit the best N architectures of each search before choosing (0: choose by one fit)")
-    p.add_argument("--finalist-repeats", type=int, default=2, help="re-fits per finalist (new seed and hold-out)")
+    p.add_argument("--finalist-repeats", type=positive_int, default=2, help="re-fits per finalist (new seed and hold-out)")
     p.add_argument("--also-reference", action="store_true", help="also search with reference fitness")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (CPU results depend on it)")

@@ -75,3 +75,17 @@ def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, ti
     with pytest.raises(SystemExit) as refused:  # from the command line: argparse's one line and exit 2
         quality.parse_args(["--cells", "blur:tiny.png"])
     assert refused.value.code == 2
+
+
+def test_finalists_are_refitted_in_the_table(quality, tmp_path, write_png, tiny_image):
+    image = write_png("tiny.png", tiny_image)
+    common = ["--cells", f"denoise:{image}", "--size", "32", "--population", "3", "--generations", "1",
+              "--iterations", "4", "--seeds", "1", "--device", "cpu"]
+    plain = quality.main(common + ["--out", str(tmp_path / "plain")])[0]["blind"]
+    refit = quality.main(common + ["--finalists", "2", "--finalist-repeats", "1", "--out", str(tmp_path / "f")])
+    refit = refit[0]["blind"]
+    assert refit["fits"] == plain["fits"] + 2  # the same search, plus one re-fit of each of 2 finalists
+    assert refit["candidates"]["count"] == plain["candidates"]["count"]
+    with pytest.raises(SystemExit) as refused:
+        quality.parse_args(["--finalists", "-1"])
+    assert refused.value.code == 2
