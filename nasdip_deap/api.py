@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .algorithms import Algorithm
 from .fidelity import make_fidelity
-from .finalists import Finalists
+from .finalists import make_finalists
 from .fitness import Evaluator, FitnessSettings
 from .genome import GenomeSpec
 from .operators import bind_operator
@@ -39,5 +39,5 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
     run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm_cls(cxpb=cxpb, mutpb=mutpb),
                  population_size=population, termination=max_generations(generations), seed=seed,
                  seed_classical=seed_classical, init_spread=init_spread, fidelity=make_fidelity(fidelity),
-                 finalists=Finalists(finalists, finalist_repeats) if finalists else None, hooks=list(hooks or []))
+                 finalists=make_finalists(finalists, finalist_repeats), hooks=list(hooks or []))
     return run.run()

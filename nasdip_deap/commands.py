@@ -14,6 +14,7 @@ from .architecture import Architecture
 from .backends import check_backend, make_backend, torch_threads
 from .errors import GenomeError, UserError
 from .fidelity import make_fidelity
+from .finalists import finalist_table, make_finalists
 from .fitness import Evaluator, FitnessSettings, derive_seed
 from .genome import GenomeSpec, classical_dip
 from .image_io import save_image
@@ -138,7 +139,9 @@ def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task,
     run = Search(spec=evaluator.spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
                  population_size=args.population, termination=max_generations(args.generations), seed=args.seed,
                  archive_size=args.hof_size, seed_classical=not args.no_classical_seed,
-                 init_spread=getattr(args, "init_spread", None), finalists=make_finalists(args),
+                 init_spread=getattr(args, "init_spread", None),
+                 finalists=make_finalists(getattr(args, "finalists", 0) or 0,  # settings saved before --finalists
+                                          getattr(args, "finalist_repeats", 2)),
                  fidelity=make_fidelity(evaluator.settings.fidelity),
                  hooks=[hooks.ResultsWriter(run_dir), checkpoint.CacheFile(run_dir, evaluator.context),
                         checkpoint.CheckpointHook(run_dir, checkpoint.saved_settings(args, run_dir)),
@@ -161,16 +164,7 @@ def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task,
     return finish_search(run, task, args, run_dir, degraded)
 
 
-def make_finalists(args):
-    """The finalists' re-fits asked for (settings saved by older versions have none)."""
-    from .finalists import Finalists
-
-    count = getattr(args, "finalists", 0) or 0
-    return Finalists(count, getattr(args, "finalist_repeats", 2)) if count else None
-
-
 def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
-    from .finalists import finalist_table
     from .runfolder import result_entry
 
     best = run.best()

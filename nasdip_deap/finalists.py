@@ -14,6 +14,12 @@ import statistics
 from dataclasses import dataclass
 
 from .errors import UserError
+from .fidelity import spent
+
+
+def make_finalists(count: int, repeats: int = 2):
+    """``Finalists(count, repeats)``, or None when ``count`` is 0 (choose by one fit)."""
+    return Finalists(count, repeats) if count else None
 
 
 @dataclass(frozen=True)
@@ -26,9 +32,6 @@ class Finalists:
     def __post_init__(self):
         if self.count < 1 or self.repeats < 1:
             raise UserError(f"finalists need count >= 1 and repeats >= 1, got {self.count} and {self.repeats}")
-
-    def describe(self) -> dict:
-        return {"count": self.count, "repeats": self.repeats}
 
     def choose(self, archive) -> list:
         """The finalists: the best ``count`` entries of the hall of fame by their (first) quality score."""
@@ -45,10 +48,7 @@ class Finalists:
         refit = functools.partial(refit_replicate, search.evaluator)
         for (key, _, _), record in zip(jobs, search.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
             search.replicates.setdefault(key, []).append(record)
-            search.totals.fits += 1
-            search.totals.failures += record["error"] is not None
-            search.totals.iterations += record["iterations"]
-            search.totals.fit_seconds += record["seconds"]
+            search.totals.charge(spent([record]), record["error"] is not None)
 
 
 def refit_replicate(evaluator, job: tuple) -> dict:

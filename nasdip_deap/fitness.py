@@ -85,12 +85,16 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def replicate_parts(replicate: int) -> tuple:
+    """Extra seed parts of a finalist's re-fit; none for the search fit, so its seeds stay as they were."""
+    return ("replicate", replicate) if replicate else ()
+
+
 def make_holdout(task, fraction: float, seed: int, replicate: int = 0) -> torch.Tensor:
     """A random (1, h, w) mask over ``fraction`` of the task's observed pixels, fixed for the whole run
     so that every architecture is scored on the same held-out pixels (``replicate`` > 0: another
     draw, for the re-fits of finalists)."""
-    parts = ("holdout", seed) if not replicate else ("holdout", seed, "replicate", replicate)
-    gen = torch.Generator().manual_seed(derive_seed(*parts))
+    gen = torch.Generator().manual_seed(derive_seed("holdout", seed, *replicate_parts(replicate)))
     draw = torch.rand(task.observed_mask.shape, generator=gen) < fraction
     return (draw.float() * (task.observed_mask > 0).float())
 
@@ -175,8 +179,7 @@ class Evaluator:
         """The record's identity and provenance (host, pid, worker id, GPU), and the architecture."""
         arch = self.spec.decode(bits)
         key = arch.key()
-        seed = derive_seed(self.settings.seed, key) if not replicate else \
-            derive_seed(self.settings.seed, key, "replicate", replicate)
+        seed = derive_seed(self.settings.seed, key, *replicate_parts(replicate))
         where = worker.describe() if worker is not None else \
             {"worker": None, "host": None, "pid": None, "gpu": None, "gpu_shared": None}
         rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(),

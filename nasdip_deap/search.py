@@ -65,6 +65,13 @@ class Compute:
     iterations: int = 0
     fit_seconds: float = 0.0
 
+    def charge(self, spent: dict, failed: bool) -> None:
+        """Add what one candidate's fits cost (``fidelity.spent``), and whether it failed."""
+        self.fits += spent["fits"]
+        self.failures += bool(failed)
+        self.iterations += spent["iterations"]
+        self.fit_seconds += spent["seconds"]
+
 
 @dataclass
 class Search:
@@ -129,10 +136,7 @@ class Search:
             self.cache[key] = record
             spent = record.get("spent") or {"fits": 1, "iterations": record["iterations"],
                                             "seconds": record["seconds"]}
-            c.fits += spent["fits"]
-            c.failures += record["error"] is not None
-            c.iterations += spent["iterations"]
-            c.fit_seconds += spent["seconds"]
+            c.charge(spent, record["error"] is not None)
             self._emit("on_evaluation", record)
         for key, members in groups.items():
             values = tuple(self.cache[key]["fitness"])
