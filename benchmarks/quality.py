@@ -34,7 +34,7 @@ from nasdip_deap import classical_dip
 from nasdip_deap.api import search_architecture
 from nasdip_deap.cli import non_negative_int, positive_int
 from nasdip_deap.fit import fit
-from nasdip_deap.fitness import derive_seed
+from nasdip_deap.fitness import derive_seed, final_budget
 from nasdip_deap.image_io import center_crop, default_image, load_image
 from nasdip_deap.registry import TASKS
 
@@ -99,8 +99,8 @@ def classical_for(task_name: str):
     return arch if task_name == "denoise" else dataclasses.replace(arch, reg_noise_std=0.03)
 
 
-def final_fits(arch, task, budget: int, seeds: int, device: str) -> dict:
-    iterations = arch.iterations_within(budget)
+def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = False) -> dict:
+    iterations = budget if exact else arch.iterations_within(budget)
     rows = [fit(arch, task, iterations, device=device, seed=1000 + s).metrics for s in range(seeds)]
     psnr = [r["psnr"] for r in rows]
     ssim = [r["ssim"] for r in rows]
@@ -129,7 +129,9 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
                                   finalists=args.finalists, finalist_repeats=args.finalist_repeats)
         best = run.spec.decode(run.best())
         search_seconds = time.perf_counter() - started
-        result = {**final_fits(best, task, budget, args.seeds, args.device), "architecture": best.summary(),
+        # early-stopped fits: the final fits stop where the best's search fit peaked
+        steps, exact = final_budget(run.record_for(run.best()), args.iterations, args.final_iterations)
+        result = {**final_fits(best, task, steps, args.seeds, args.device, exact), "architecture": best.summary(),
                   "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds,
                   "candidates": candidate_summary(run)}
     result["seconds"] = time.perf_counter() - started

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from .algorithms import Algorithm
-from .fidelity import make_fidelity
+from .fidelity import make_fidelity, patience_for
 from .finalists import make_finalists
 from .fitness import Evaluator, FitnessSettings
 from .genome import GenomeSpec
@@ -29,7 +29,8 @@ def search_architecture(task, *, population: int = 8, generations: int = 3, iter
     algorithm_cls: type[Algorithm] = ALGORITHMS.get(algorithm)
     objectives = ("quality", "parameters") if algorithm_cls.multi_objective else ("quality",)
     settings = FitnessSettings(mode=fitness, iterations=iterations, holdout=holdout, seed=seed, device=device,
-                               objectives=objectives, early_stop=early_stop, fidelity=fidelity)
+                               objectives=objectives, early_stop=patience_for(fidelity, early_stop),
+                               fidelity=fidelity)
     evaluator = Evaluator(spec, task, settings)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
     bind_operator(toolbox, "mate", crossover, "crossover", spec)

@@ -159,10 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fidelity", default="full",
                    help="full: every new candidate gets --iterations; halving[:eta=3,rungs=3,curve_margin=1.0]: "
                         "successive halving within each generation, the best 1/eta of each rung continue, and "
-                        "full-budget fits clearly behind the best curve stop early (default full)")
+                        "full-budget fits clearly behind the best curve stop early; adaptive[:curve_margin=0.3]: "
+                        "every fit stops at its held-out plateau (--early-stop, default 4 here) or when clearly "
+                        "behind the best fit so far (default full)")
     g.add_argument("--early-stop", type=positive_int, metavar="PATIENCE",
                    help="stop a fit when its score (held-out PSNR for blind fitness) has not improved for "
-                        "PATIENCE log points (a log point is 1/50 of the budget); off by default")
+                        "PATIENCE log points (a log point is 1/50 of the budget) and keep its best output (the "
+                        "final fit then stops where the search fit peaked); off by default")
     g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast on CUDA (CPU fits stay fp32; default fp32)")
     g.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on GPUs)")

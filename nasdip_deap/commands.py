@@ -13,9 +13,9 @@ from . import __version__, metrics
 from .architecture import Architecture
 from .backends import check_backend, make_backend, torch_threads
 from .errors import GenomeError, UserError
-from .fidelity import make_fidelity
+from .fidelity import make_fidelity, patience_for
 from .finalists import finalist_table, make_finalists
-from .fitness import Evaluator, FitnessSettings, derive_seed
+from .fitness import Evaluator, FitnessSettings, derive_seed, final_budget
 from .genome import GenomeSpec, classical_dip
 from .image_io import save_image
 from .problem import build_task
@@ -45,12 +45,13 @@ def write_inputs(task, run_dir: Path) -> dict:
 
 
 def final_fit(arch: Architecture, task, iterations: int, args, run_dir: Path, label: str,
-              picture: str = "restored.png") -> dict:
+              picture: str = "restored.png", exact: bool = False) -> dict:
     """Fit ``arch`` on all observed pixels and write ``picture``; returns a JSON-able summary.
-    ``iterations`` is a budget: an architecture that evolved its share of it trains for that share."""
+    ``iterations`` is a budget: an architecture that evolved its share of it trains for that share
+    (``exact``: ``iterations`` steps, already chosen for this architecture)."""
     from .fit import fit
 
-    iterations = arch.iterations_within(iterations)
+    iterations = iterations if exact else arch.iterations_within(iterations)
     seed = derive_seed(args.seed, arch.key())  # the seed its search fit used, so reference scores match
     with torch_threads(getattr(args, "threads", None)):  # and the search's thread count (CPU results depend on it)
         result = fit(arch, task, iterations, device=args.device, seed=seed)
@@ -92,8 +93,9 @@ def search(args) -> int:
     objectives = ("quality", args.cost) if algorithm_cls.multi_objective else ("quality",)
     settings = FitnessSettings(mode=mode, iterations=args.iterations, holdout=args.holdout, seed=args.seed,
                                device=args.device, objectives=objectives, threads=args.threads,
-                               timeout=args.eval_timeout, early_stop=getattr(args, "early_stop", None),
-                               fidelity=getattr(args, "fidelity", "full"),
+                               timeout=args.eval_timeout, fidelity=getattr(args, "fidelity", "full"),
+                               early_stop=patience_for(getattr(args, "fidelity", "full"),
+                                                       getattr(args, "early_stop", None)),
                                precision=getattr(args, "precision", "fp32"),
                                channels_last=getattr(args, "channels_last", False))
     make_fidelity(settings.fidelity)  # check the choice before any file is written
@@ -170,7 +172,8 @@ def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
     best = run.best()
     arch = run.spec.decode(best)
     log.info("best architecture: %s", arch.summary())
-    final = final_fit(arch, task, args.final_iterations or args.iterations, args, run_dir, "best found")
+    iterations, exact = final_budget(run.record_for(best), args.iterations, args.final_iterations)
+    final = final_fit(arch, task, iterations, args, run_dir, "best found", exact=exact)
     entry = result_entry(run, best)
     totals = run.totals
     log.info("compute: %d fits, %d DIP iterations, %.1f fit seconds, %d cache hits, %d duplicates, %d failed",
@@ -200,11 +203,12 @@ def classical_baseline(run, task, args, run_dir: Path, best_arch: Architecture, 
     arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
     if arch == best_arch:
         return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
-    if getattr(args, "baseline_fit", False):
-        summary = final_fit(arch, task, args.final_iterations or args.iterations, args, run_dir, "classical DIP",
-                            picture="baseline.png")
-        return {**summary, "source": "final fit"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
+    if getattr(args, "baseline_fit", False):
+        iterations, exact = final_budget(record, args.iterations, args.final_iterations)
+        summary = final_fit(arch, task, iterations, args, run_dir, "classical DIP", picture="baseline.png",
+                            exact=exact)
+        return {**summary, "source": "final fit"}
     if record is None:
         return None
     return {"label": "classical DIP", "source": "search fit", "picture": None, "iterations": record["iterations"],

@@ -10,6 +10,11 @@ budget, in its cheap-rung order (its real scores stay in ``rungs``). At the full
 curve is clearly behind the best full fit seen so far are stopped early (``CurveStopper``). Fits restart
 at each rung (nothing is shipped between workers), and every fit of every rung is counted in the run's
 compute.
+``adaptive``: no rungs; every fit may run the whole budget but stops itself: at the plateau of its
+held-out score (``--early-stop``, on by default here, keeping the fit's best output) or when its
+running best is clearly behind the best fit so far. Measured on DIP: a rung's score after a small share
+of the budget ranks candidates *against* their final order (fast fitters overfit the noise sooner), so
+a fit's own curve is the better judge of when to stop.
 """
 from __future__ import annotations
 
@@ -42,6 +47,29 @@ class FullFidelity:
         for record in search.toolbox.map(search.evaluator.record, bits):
             record["spent"] = spent([record])
             yield record
+
+
+@FIDELITIES.register("adaptive")
+@dataclass
+class AdaptiveFidelity:
+    """One fit per candidate, stopped by its own curve: the plateau of its held-out score (early
+    stopping, which keeps the best output) or a running best ``curve_margin`` dB behind the best fit of
+    earlier generations, checked after a quarter of the budget."""
+
+    curve_margin: float = 0.3
+    default_patience = 4  # early-stop patience when the user gives none (log points, 1/50 of the budget)
+
+    def describe(self) -> dict:
+        return {"name": "adaptive", "curve_margin": self.curve_margin}
+
+    def evaluate(self, search, bits: list[list[int]]):
+        budget = search.evaluator.settings.iterations
+        reference = SuccessiveHalving.reference_curve(search, budget, include_stopped=True)
+        record = functools.partial(search.evaluator.record, reference_curve=reference, curve_margin=self.curve_margin)
+        for rec in search.toolbox.map(record, bits):
+            rec["fidelity"] = {"name": "adaptive", "iterations": budget, "budget": budget}
+            rec["spent"] = spent([rec])
+            yield rec
 
 
 @FIDELITIES.register("halving")
@@ -106,18 +134,26 @@ class SuccessiveHalving:
                 rec["objectives"] = {**rec["objectives"], "quality": rec["fitness"][0]}
 
     @staticmethod
-    def reference_curve(search, iterations: int):
-        """The score curve of the best finished full-budget fit in the cache, if any."""
+    def reference_curve(search, iterations: int, include_stopped: bool = False):
+        """The score curve of the best full-budget fit in the cache that ran to its end (or, with
+        ``include_stopped``, that stopped early too), if any."""
         best = None
         for rec in search.cache.values():
             fid = rec.get("fidelity")
             if rec.get("error") or not rec.get("curve") or not fid or fid["iterations"] != iterations:
                 continue
-            if rec.get("stopped_early"):
+            if rec.get("stopped_early") and not include_stopped:
                 continue
             if best is None or rec["fitness"][0] > best["fitness"][0]:
                 best = rec
         return None if best is None else [tuple(p) for p in best["curve"]]
+
+
+def patience_for(fidelity_text: str, early_stop: int | None) -> int | None:
+    """The early-stop patience a run uses: the user's, else the fidelity's default (adaptive: 4)."""
+    if early_stop is not None:
+        return early_stop
+    return getattr(type(make_fidelity(fidelity_text)), "default_patience", None)
 
 
 def make_fidelity(text: str):

@@ -37,6 +37,7 @@ class FitResult:
     device: str = "cpu"
     metrics: dict = field(default_factory=dict)
     stopped_early: bool = False
+    best_step: int | None = None  # with ``keep_best``: the log point whose output was kept
 
 
 def make_input(arch: Architecture, size: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
@@ -136,13 +137,17 @@ class Trainer:
 
 def fit(arch: Architecture, task, iterations: int, device: str = "auto", seed: int = 0,
         holdout: torch.Tensor | None = None, log_every: int | None = None, ema: float = 0.99,
-        stopper=None, deadline: float | None = None, options: EngineOptions | None = None) -> FitResult:
+        stopper=None, deadline: float | None = None, options: EngineOptions | None = None,
+        keep_best: bool = False) -> FitResult:
     """Train ``arch`` on ``task`` for ``iterations`` Adam steps and return the restoration.
 
     ``holdout`` is a (1, h, w) mask of observed pixels kept out of the loss; the fit then reports
     ``heldout_psnr``, the blind fitness. At each log point ``stopper(step, score)`` (optional) may end
     the fit early; ``score`` is the held-out PSNR when pixels are held out, else the true PSNR.
     ``deadline`` (a ``time.perf_counter()`` value) makes a fit still running then raise ``FitTimeout``.
+    ``keep_best`` returns the output of the log point with the best score (held-out PSNR when pixels
+    are held out, so no ground truth), not the last one: a DIP fit that runs past its peak overfits the
+    noise, and early stopping then keeps the peak (Keras' ``restore_best_weights``).
     Deterministic on the CPU for a given seed; the caller's RNG state is left untouched.
     """
     if iterations < 1:
@@ -150,12 +155,14 @@ def fit(arch: Architecture, task, iterations: int, device: str = "auto", seed: i
     dev = resolve_device(device)
     devices = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        return _fit(Trainer(arch, task, dev, seed, holdout, ema, options), iterations, log_every, stopper, deadline)
+        return _fit(Trainer(arch, task, dev, seed, holdout, ema, options), iterations, log_every, stopper, deadline,
+                    keep_best)
 
 
-def _fit(trainer: Trainer, iterations, log_every, stopper, deadline) -> FitResult:
+def _fit(trainer: Trainer, iterations, log_every, stopper, deadline, keep_best=False) -> FitResult:
     result = FitResult(restored=torch.empty(0), loss_history=[], device=str(trainer.device))
     log_every = log_every or max(1, iterations // 50)
+    best_score, best_output, best_held = float("-inf"), None, None
     for step in range(1, iterations + 1):
         trainer.step()
         if deadline is not None and time.perf_counter() > deadline:
@@ -168,16 +175,20 @@ def _fit(trainer: Trainer, iterations, log_every, stopper, deadline) -> FitResul
             if held is not None:
                 result.heldout_history.append((step, held))
             score = held if held is not None else true
+            if keep_best and score is not None and score > best_score:
+                best_score, best_output, best_held = score, trainer.average.detach().clone(), held
+                result.best_step = step
             if stopper is not None and score is not None and step < iterations and stopper(step, score):
                 result.stopped_early = True
                 break
     result.loss_history = trainer.loss_values()
-    restored = trainer.average[0].detach().float().cpu()
+    kept = best_output if best_output is not None else trainer.average
+    restored = kept[0].detach().float().cpu()
     result.restored = restored
     result.iterations = trainer.steps
     result.seconds = time.perf_counter() - trainer.start
     if result.heldout_history:
-        result.metrics["heldout_psnr"] = result.heldout_history[-1][1]
+        result.metrics["heldout_psnr"] = best_held if best_output is not None else result.heldout_history[-1][1]
     if trainer.task.clean is not None:
         result.metrics.update(trainer.task.quality(restored, trainer.task.clean))
     return result

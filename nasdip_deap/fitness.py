@@ -46,7 +46,7 @@ class FitnessSettings:
     objectives: tuple[str, ...] = ("quality",)
     threads: int | None = 1  # torch CPU threads per fit: fixed, since it changes CPU results slightly
     timeout: float | None = None  # seconds; a fit still running then fails (worst fitness)
-    early_stop: int | None = None  # patience in log points (1/50 of the budget) of the plateau stopper
+    early_stop: int | None = None  # patience in log points (1/50 of the budget); set, fits keep their best output
     fidelity: str = "full"  # multi-fidelity schedule (see fidelity.py); recorded for the cache key
     precision: str = "fp32"  # "bf16": bfloat16 autocast on CUDA (CPU fits stay fp32)
     channels_last: bool = False
@@ -106,6 +106,18 @@ def fit_curve(result: FitResult) -> list:
     return [(int(step), round(float(score), 4)) for step, score in curve]
 
 
+def final_budget(record: dict | None, iterations: int, final_iterations: int | None = None) -> tuple[int, bool]:
+    """(steps, exact) of a final fit of a searched architecture: ``final_iterations`` when given; else,
+    when its search fit stopped early and kept its best output, the step where that fit peaked (judged
+    on held-out pixels for blind fitness), exactly; else ``iterations`` as a budget (an architecture
+    that evolved its share of the budget trains for that share)."""
+    if final_iterations:
+        return final_iterations, False
+    if record and record.get("best_step"):
+        return int(record["best_step"]), True
+    return iterations, False
+
+
 def tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -145,15 +157,21 @@ class Evaluator:
     def iterations_for(self, arch) -> int:
         return arch.iterations_within(self.settings.iterations)
 
+    @property
+    def keep_best(self) -> bool:
+        """Early-stopped fits keep (and are scored by) their best log point, not their last one."""
+        return bool(self.settings.early_stop)
+
     def make_stopper(self, iterations: int, reference_curve=None, curve_margin: float = 1.0):
         """A fresh early-stopping rule for one fit: a plateau of the score (``early_stop``) and/or a
-        curve clearly behind ``reference_curve``; None when neither applies."""
+        curve clearly behind ``reference_curve``; None when neither applies. When fits keep their best
+        output, the curves compared are running bests (what such a fit would be scored by so far)."""
         stoppers = []
         if self.settings.early_stop:
             stoppers.append(PlateauStopper(patience=self.settings.early_stop, warmup=iterations // 5))
         if reference_curve:
             stoppers.append(CurveStopper(reference=list(reference_curve), margin=curve_margin,
-                                         warmup=iterations // 4))
+                                         warmup=iterations // 4, running_best=self.keep_best))
         if not stoppers:
             return None
         return stoppers[0] if len(stoppers) == 1 else AnyStopper(tuple(stoppers))
@@ -170,7 +188,7 @@ class Evaluator:
         with torch_threads(self.settings.threads):
             result = fit(arch, self._fit_task, iterations or self.iterations_for(arch),
                          device=device or self.settings.device, seed=seed, holdout=self.holdout_for(replicate),
-                         stopper=stopper, deadline=deadline, options=options)
+                         stopper=stopper, deadline=deadline, options=options, keep_best=self.keep_best)
         if self.settings.mode == "blind" and self.task.clean is not None:
             result.metrics.update(self.task.quality(result.restored, self.task.clean))  # recorded, never used
         return result
@@ -225,7 +243,8 @@ class Evaluator:
                        objectives={o: values[o] for o in self.settings.objectives},
                        metrics=result.metrics, parameters=params, iterations=result.iterations,
                        seconds=result.seconds, device=result.device, error=None,
-                       stopped_early=result.stopped_early, curve=[list(p) for p in fit_curve(result)],
+                       stopped_early=result.stopped_early, best_step=result.best_step,
+                       curve=[list(p) for p in fit_curve(result)],
                        duration=time.time() - rec["started"])
         except FitTimeout as exc:
             self._fail(rec, f"FitTimeout: fit ran past --eval-timeout {timeout:g}s ({exc})", None)

@@ -31,11 +31,23 @@ class PlateauStopper:
 @dataclass
 class CurveStopper:
     """Stop a fit whose score curve is clearly behind a reference curve (the best fit so far at the
-    same budget): below it by more than ``margin`` dB at a log point past ``warmup`` steps."""
+    same budget): below it by more than ``margin`` dB at a log point past ``warmup`` steps. With
+    ``running_best`` both curves are compared as their best score so far (for fits that keep their
+    best output, whose score can only rise)."""
 
     reference: list  # [(step, score), ...] sorted by step
     margin: float = 1.0
     warmup: int = 0
+    running_best: bool = False
+    best: float = field(default=float("-inf"), init=False)
+
+    def __post_init__(self):
+        if self.running_best:
+            top, curve = float("-inf"), []
+            for step, value in self.reference:
+                top = max(top, value)
+                curve.append((step, top))
+            self.reference = curve
 
     def reference_at(self, step: int) -> float | None:
         best = None
@@ -46,6 +58,9 @@ class CurveStopper:
         return best
 
     def __call__(self, step: int, score: float) -> bool:
+        self.best = max(self.best, score)
+        if self.running_best:
+            score = self.best
         if step < self.warmup:
             return False
         ref = self.reference_at(step)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from nasdip_deap.api import search_architecture
-from nasdip_deap.fidelity import SuccessiveHalving, make_fidelity
+from nasdip_deap.fidelity import FIDELITIES, AdaptiveFidelity, SuccessiveHalving, make_fidelity, patience_for
 from nasdip_deap.errors import UserError
 from nasdip_deap.registry import TASKS
 from nasdip_deap.stopping import CurveStopper, PlateauStopper
@@ -98,3 +98,61 @@ def test_halving_best_reached_the_full_budget(task):
         record = run.record_for(ind)
         if record["fidelity"]["rung"] < 2:
             assert ind.fitness.values[0] < best["fitness"][0]
+
+
+@pytest.mark.parametrize("name", FIDELITIES.names())
+def test_every_fidelity_keeps_the_search_correct(task, name):
+    """Registry-driven: each fidelity scores every candidate, and its compute adds up per candidate and
+    per generation."""
+    run = search_architecture(task, population=4, generations=1, iterations=12, fitness="blind", seed=4,
+                              device="cpu", fidelity=name)
+    assert all(ind.fitness.valid for ind in run.population)
+    records = list(run.cache.values())
+    assert run.totals.fits == sum(r["spent"]["fits"] for r in records)
+    assert run.totals.iterations == sum(r["spent"]["iterations"] for r in records) == \
+        sum(row["iterations"] for row in run.logbook)
+    assert all(r["iterations"] <= 12 for r in records)
+
+
+def test_keep_best_returns_the_peak_of_the_held_out_curve(task):
+    """An early-stopped fit is scored by, and returns, its best log point (no ground truth used)."""
+    from nasdip_deap.backends import torch_threads
+    from nasdip_deap.fit import fit
+    from nasdip_deap.fitness import make_holdout
+    from nasdip_deap.genome import classical_dip
+
+    arch, holdout = classical_dip(5), make_holdout(task, 0.1, 0)
+    with torch_threads(1):  # one thread: the CPU result is then the same for a given seed
+        last = fit(arch, task, 60, device="cpu", seed=1, holdout=holdout, log_every=3)
+        kept = fit(arch, task, 60, device="cpu", seed=1, holdout=holdout, log_every=3, keep_best=True)
+    assert kept.heldout_history == last.heldout_history  # same fit, same seed
+    best_step, best_held = max(kept.heldout_history, key=lambda p: p[1])
+    assert kept.best_step == best_step and kept.metrics["heldout_psnr"] == best_held
+    assert last.best_step is None and last.metrics["heldout_psnr"] == last.heldout_history[-1][1]
+    assert kept.metrics["psnr"] == pytest.approx(dict(kept.psnr_history)[best_step], abs=1e-4)
+
+
+def test_running_best_curve_stopper_ignores_dips_after_a_peak():
+    plain = CurveStopper(reference=[(10, 20.0), (20, 18.0)], margin=1.0, warmup=0)
+    running = CurveStopper(reference=[(10, 20.0), (20, 18.0)], margin=1.0, warmup=0, running_best=True)
+    assert [running(10, 19.5), running(20, 17.0)] == [False, False]  # its best 19.5 vs the reference's 20.0
+    assert [plain(10, 19.5), plain(20, 16.5)] == [False, True]
+    late = CurveStopper(reference=[(10, 20.0), (20, 22.0)], margin=1.0, warmup=0, running_best=True)
+    assert [late(10, 19.5), late(20, 20.5)] == [False, True]
+
+
+def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the_peak(tmp_path, cli):
+    assert patience_for("adaptive", None) == AdaptiveFidelity.default_patience
+    assert patience_for("adaptive", 7) == 7 and patience_for("full", None) is None
+    out = tmp_path / "run"
+    proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "100",
+               "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["fitness"]["settings"]["early_stop"] == AdaptiveFidelity.default_patience
+    best = json.loads((out / "best.json").read_text())
+    records = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines()]
+    mine = next(r for r in records if r["key"] == best["key"])
+    assert mine["best_step"] and best["final"]["iterations"] == mine["best_step"]
+    assert best["compute"]["iterations"] == sum(r["iterations"] for r in records if "iterations" in r)
+
