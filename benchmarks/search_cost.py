@@ -1,24 +1,29 @@
-"""Search-cost benchmark: full-fidelity GA against multi-fidelity (successive halving), same seed.
+"""Search-cost benchmark: the full-fidelity GA against cheaper fidelities, same seed.
 
-Prints, for each fidelity: DIP fits and iterations spent, wall time, the best fitness found, the true
-PSNR of the best architecture's search fit, and the true PSNR of a final full-budget fit of it; then
-the iteration ratio and the PSNR difference. Usage:
+Prints, for each row: DIP fits and iterations spent, wall time, the best fitness found, the true PSNR
+of the best architecture's search fit, and the mean true PSNR of ``--final-seeds`` final fits of it
+(on all pixels; when the row's fits kept their best output, for as many steps as its search fit ran to
+its peak); then the iteration ratio and the PSNR difference against ``full``. A row is a fidelity spec,
+optionally with ``/es=PATIENCE`` (early stopping, which keeps each fit's best output). Usage:
 
     python benchmarks/search_cost.py                      # F16 crop from ../shared/data, else astronaut
     python benchmarks/search_cost.py --image IMG --crop 64 --population 8 --generations 3 --iterations 400
-    python benchmarks/search_cost.py --crop 48 --iterations 600 --halving halving halving:eta=4
+    python benchmarks/search_cost.py --crop 48 --iterations 600 --cheap adaptive full/es=4 halving:eta=4
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from pathlib import Path
 
 from nasdip_deap import GenomeSpec
 from nasdip_deap.api import search_architecture
+from nasdip_deap.errors import UserError
+from nasdip_deap.fidelity import make_fidelity
 from nasdip_deap.fit import fit
-from nasdip_deap.fitness import derive_seed
+from nasdip_deap.fitness import derive_seed, final_budget
 from nasdip_deap.image_io import center_crop, default_image, load_image
 from nasdip_deap.registry import TASKS
 
@@ -31,19 +36,36 @@ def default_image_path() -> Path | None:
     return path if path.exists() else None
 
 
-def run_search(task, spec, args, fidelity_text: str) -> dict:
+def parse_row(text: str) -> tuple[str, int | None]:
+    """``"adaptive"`` -> ("adaptive", None); ``"full/es=4"`` -> ("full", 4); ValueError for a bad row."""
+    fidelity, _, early = text.partition("/es=")
+    try:
+        make_fidelity(fidelity)
+        patience = int(early) if early else None
+    except (UserError, ValueError) as exc:
+        raise ValueError(f"bad row {text!r} ({exc}); expected FIDELITY[/es=PATIENCE]") from None
+    if patience is not None and patience < 1:
+        raise ValueError(f"bad row {text!r}: early-stop patience must be >= 1")
+    return fidelity, patience
+
+
+def run_search(task, spec, args, row: str) -> dict:
+    fidelity_text, early_stop = parse_row(row)
     started = time.perf_counter()
     search = search_architecture(task, population=args.population, generations=args.generations,
                                  iterations=args.iterations, fitness=args.fitness, seed=args.seed, device="cpu",
-                                 fidelity=fidelity_text, levels=spec.levels, init_spread=args.init_spread)
+                                 fidelity=fidelity_text, early_stop=early_stop, levels=spec.levels,
+                                 init_spread=args.init_spread)
     wall = time.perf_counter() - started
     best = search.best()
     arch = spec.decode(best)
     record = search.record_for(best)
-    final = fit(arch, task, args.iterations, device="cpu", seed=derive_seed(args.seed, arch.key()))
-    return {"fidelity": fidelity_text, "fits": search.totals.fits, "iterations": search.totals.iterations,
+    steps, _ = final_budget(record, args.iterations)  # a fit that kept its best: where it peaked
+    seeds = [derive_seed(args.seed, arch.key(), *(("final", k) if k else ())) for k in range(args.final_seeds)]
+    finals = [fit(arch, task, steps, device="cpu", seed=seed).metrics["psnr"] for seed in seeds]
+    return {"fidelity": row, "fits": search.totals.fits, "iterations": search.totals.iterations,
             "wall": wall, "fitness": best.fitness.values[0], "search_psnr": record["metrics"].get("psnr"),
-            "final_psnr": final.metrics["psnr"], "arch": arch.summary()}
+            "final_psnr": statistics.mean(finals), "final_steps": steps, "arch": arch.summary()}
 
 
 def main() -> None:
@@ -57,9 +79,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-spread", type=float,
                         help="start every search from mutants of classical DIP (bit-flip probability), not random")
-    parser.add_argument("--halving", nargs="+", default=["halving"],
-                        help="fidelity specs of the cheap searches, e.g. halving halving:eta=4")
+    parser.add_argument("--cheap", nargs="+", default=["adaptive", "halving"],
+                        help="rows to compare with full: FIDELITY[/es=PATIENCE], e.g. adaptive full/es=4 halving:eta=4")
+    parser.add_argument("--final-seeds", type=int, default=3, help="final fits of each best architecture (mean)")
     args = parser.parse_args()
+    if args.final_seeds < 1:
+        parser.error("--final-seeds must be >= 1")
+    for row in args.cheap:
+        try:
+            parse_row(row)
+        except ValueError as exc:
+            parser.error(str(exc))
     path = args.image or default_image_path()
     clean = center_crop(load_image(path) if path else default_image(), args.crop)
     task = TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=derive_seed(args.seed, "degrade"))
@@ -67,13 +97,13 @@ def main() -> None:
     print(f"image {path or 'astronaut'} crop {args.crop}, denoise sigma 25, {args.fitness} fitness, population "
           f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}, "
           f"{'init spread ' + str(args.init_spread) if args.init_spread is not None else 'random start'}")
-    rows = [run_search(task, spec, args, text) for text in ["full"] + args.halving]
+    rows = [run_search(task, spec, args, text) for text in ["full"] + args.cheap]
     print(f"{'fidelity':<24}{'fits':>6}{'DIP iters':>11}{'wall s':>9}{'fitness':>9}{'search PSNR':>13}"
-          f"{'final PSNR':>12}")
+          f"{'final PSNR':>12}{'final it':>10}")
     for r in rows:
         sp = f"{r['search_psnr']:.2f}" if r["search_psnr"] is not None else "-"
         print(f"{r['fidelity']:<24}{r['fits']:>6}{r['iterations']:>11}{r['wall']:>9.1f}{r['fitness']:>9.2f}"
-              f"{sp:>13}{r['final_psnr']:>12.2f}")
+              f"{sp:>13}{r['final_psnr']:>12.2f}{r['final_steps']:>10}")
     full = rows[0]
     for cheap in rows[1:]:
         print(f"{cheap['fidelity']}: iterations ratio {cheap['iterations'] / full['iterations']:.3f}; final PSNR "

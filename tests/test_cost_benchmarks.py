@@ -1,0 +1,38 @@
+"""The search-cost scripts run on tiny settings, print their tables and refuse bad rows in one line."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name: str, *args: str, data: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NASDIP_DATA": str(data)}  # no shared images: the embedded default image
+    return subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def test_search_cost_prints_a_row_per_fidelity(tmp_path):
+    proc = run_script("search_cost.py", "--crop", "32", "--population", "2", "--generations", "1", "--iterations",
+                      "8", "--cheap", "adaptive", "full/es=2", "--final-seeds", "1", data=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "image astronaut crop 32" in proc.stdout
+    assert "adaptive: iterations ratio" in proc.stdout and "full/es=2: iterations ratio" in proc.stdout
+
+
+def test_search_cost_refuses_a_bad_row_before_any_search(tmp_path):
+    for row in ("full/es=x", "quarter", "full/es=0"):
+        proc = run_script("search_cost.py", "--cheap", row, data=tmp_path)
+        assert proc.returncode == 2 and "bad row" in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.stdout == ""  # refused before the first search started
+
+
+def test_learning_curves_prints_its_rank_table(tmp_path):
+    proc = run_script("learning_curves.py", "--crop", "32", "--iterations", "24", "--log-every", "4",
+                      "--mutants", "2", "--random", "1", "--jobs", "1", data=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("4 architectures") or "left out" in proc.stdout
+    assert any(line.split()[0] == "100%" for line in lines if line.strip())
+    assert "output at the held-out peak" in lines[-1]
