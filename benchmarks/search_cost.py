@@ -3,12 +3,12 @@
 Prints, for each row: DIP fits and iterations spent, wall time, the best fitness found, the true PSNR
 of the best architecture's search fit, and the mean true PSNR of ``--final-seeds`` final fits of it
 (on all pixels; when the row's fits kept their best output, for as many steps as its search fit ran to
-its peak); then the iteration ratio and the PSNR difference against ``full``. A row is a fidelity spec,
+its peak); then the iteration ratio and the PSNR difference against the first row (``full`` by default). A row is a fidelity spec,
 optionally with ``/es=PATIENCE`` (early stopping, which keeps each fit's best output). Usage:
 
     python benchmarks/search_cost.py                      # F16 crop from ../shared/data, else astronaut
     python benchmarks/search_cost.py --image IMG --crop 64 --population 8 --generations 3 --iterations 400
-    python benchmarks/search_cost.py --crop 48 --iterations 600 --cheap adaptive full/es=4 halving:eta=4
+    python benchmarks/search_cost.py --crop 48 --iterations 600 --rows full adaptive full/es=4 halving:eta=4
 """
 from __future__ import annotations
 
@@ -79,13 +79,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init-spread", type=float,
                         help="start every search from mutants of classical DIP (bit-flip probability), not random")
-    parser.add_argument("--cheap", nargs="+", default=["adaptive", "halving"],
-                        help="rows to compare with full: FIDELITY[/es=PATIENCE], e.g. adaptive full/es=4 halving:eta=4")
+    parser.add_argument("--rows", nargs="+", default=["full", "adaptive", "halving"],
+                        help="searches to run, FIDELITY[/es=PATIENCE] each, e.g. full adaptive full/es=4 halving:eta=4; "
+                             "ratios are against the first row")
     parser.add_argument("--final-seeds", type=int, default=3, help="final fits of each best architecture (mean)")
     args = parser.parse_args()
     if args.final_seeds < 1:
         parser.error("--final-seeds must be >= 1")
-    for row in args.cheap:
+    for row in args.rows:
         try:
             parse_row(row)
         except ValueError as exc:
@@ -97,7 +98,7 @@ def main() -> None:
     print(f"image {path or 'astronaut'} crop {args.crop}, denoise sigma 25, {args.fitness} fitness, population "
           f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}, "
           f"{'init spread ' + str(args.init_spread) if args.init_spread is not None else 'random start'}")
-    rows = [run_search(task, spec, args, text) for text in ["full"] + args.cheap]
+    rows = [run_search(task, spec, args, text) for text in args.rows]
     print(f"{'fidelity':<24}{'fits':>6}{'DIP iters':>11}{'wall s':>9}{'fitness':>9}{'search PSNR':>13}"
           f"{'final PSNR':>12}{'final it':>10}")
     for r in rows:

@@ -162,16 +162,18 @@ class Evaluator:
         """Early-stopped fits keep (and are scored by) their best log point, not their last one."""
         return bool(self.settings.early_stop)
 
-    def make_stopper(self, iterations: int, reference_curve=None, curve_margin: float = 1.0):
+    def make_stopper(self, iterations: int, reference_curve=None, curve_margin: float = 1.0,
+                     curve_warmup: float = 0.25):
         """A fresh early-stopping rule for one fit: a plateau of the score (``early_stop``) and/or a
-        curve clearly behind ``reference_curve``; None when neither applies. When fits keep their best
+        curve clearly behind ``reference_curve`` (checked from ``curve_warmup`` of the budget on); None
+        when neither applies. When fits keep their best
         output, the curves compared are running bests (what such a fit would be scored by so far)."""
         stoppers = []
         if self.settings.early_stop:
             stoppers.append(PlateauStopper(patience=self.settings.early_stop, warmup=iterations // 5))
         if reference_curve:
             stoppers.append(CurveStopper(reference=list(reference_curve), margin=curve_margin,
-                                         warmup=iterations // 4, running_best=self.keep_best))
+                                         warmup=round(iterations * curve_warmup), running_best=self.keep_best))
         if not stoppers:
             return None
         return stoppers[0] if len(stoppers) == 1 else AnyStopper(tuple(stoppers))
@@ -220,7 +222,7 @@ class Evaluator:
         return self._fail(rec, f"WorkerLost: {reason}", None)
 
     def record(self, bits, iterations: int | None = None, reference_curve=None, curve_margin: float = 1.0,
-               replicate: int = 0) -> dict:
+               replicate: int = 0, curve_warmup: float = 0.25) -> dict:
         """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness).
         Provenance: host, pid, worker id, GPU and device that ran it, its fit ``seconds`` and its
         wall-clock ``duration`` (decoding, building and fitting). ``iterations`` overrides the budget
@@ -233,7 +235,7 @@ class Evaluator:
         try:
             params = count_parameters(build_network(arch, self.task.channels))
             budget = iterations or self.iterations_for(arch)
-            stopper = self.make_stopper(budget, reference_curve, curve_margin)
+            stopper = self.make_stopper(budget, reference_curve, curve_margin, curve_warmup)
             result = self.run_fit(arch, seed, budget, stopper=stopper, device=rec["device"], deadline=deadline,
                                   replicate=replicate)
             values = {"quality": result.metrics["heldout_psnr"] if self.settings.mode == "blind"

@@ -15,7 +15,7 @@ def run_script(name: str, *args: str, data: Path) -> subprocess.CompletedProcess
 
 def test_search_cost_prints_a_row_per_fidelity(tmp_path):
     proc = run_script("search_cost.py", "--crop", "32", "--population", "2", "--generations", "1", "--iterations",
-                      "8", "--cheap", "adaptive", "full/es=2", "--final-seeds", "1", data=tmp_path)
+                      "8", "--rows", "full", "adaptive", "full/es=2", "--final-seeds", "1", data=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "image astronaut crop 32" in proc.stdout
     assert "adaptive: iterations ratio" in proc.stdout and "full/es=2: iterations ratio" in proc.stdout
@@ -23,7 +23,7 @@ def test_search_cost_prints_a_row_per_fidelity(tmp_path):
 
 def test_search_cost_refuses_a_bad_row_before_any_search(tmp_path):
     for row in ("full/es=x", "quarter", "full/es=0"):
-        proc = run_script("search_cost.py", "--cheap", row, data=tmp_path)
+        proc = run_script("search_cost.py", "--rows", row, data=tmp_path)
         assert proc.returncode == 2 and "bad row" in proc.stderr and "Traceback" not in proc.stderr
         assert proc.stdout == ""  # refused before the first search started
 

@@ -22,6 +22,9 @@ def test_halving_budgets_and_parsing():
         make_fidelity("halving:eta=1")
     with pytest.raises(UserError, match="unknown fidelity"):
         make_fidelity("quarter")
+    assert make_fidelity("adaptive:curve_margin=0.5").curve_margin == 0.5
+    with pytest.raises(UserError, match="curve_warmup"):
+        make_fidelity("adaptive:curve_warmup=2")
 
 
 def test_halving_search_accounts_every_rung(task):
