@@ -54,8 +54,8 @@ class FullFidelity:
 class AdaptiveFidelity:
     """One fit per candidate, stopped by its own curve: the plateau of its held-out score (early
     stopping, which keeps the best output) or, from ``curve_warmup`` of the budget on, a running best
-    ``curve_margin`` dB behind the best fit of earlier generations. Defaults chosen on the
-    learning-curve benchmark (40 architectures, 48 px, 600 iterations; see the README)."""
+    ``curve_margin`` dB behind the best fit of earlier generations. Defaults chosen by replaying the
+    learning curves of 40 architectures (48 px, 600 iterations; benchmarks/learning_curves.py, README)."""
 
     curve_margin: float = 0.1
     curve_warmup: float = 1 / 6
