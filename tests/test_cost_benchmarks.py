@@ -19,6 +19,9 @@ def test_search_cost_prints_a_row_per_fidelity(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "image astronaut crop 32" in proc.stdout
     assert "adaptive: iterations ratio" in proc.stdout and "full/es=2: iterations ratio" in proc.stdout
+    table = {line.split()[0]: line.split() for line in proc.stdout.splitlines() if line.split()}
+    assert table["full"][-1] == "-"  # early-stopped rows also re-fit stopping on their own peak; full does not
+    assert float(table["adaptive"][-1]) > 0 and float(table["full/es=2"][-1]) > 0
 
 
 def test_search_cost_refuses_a_bad_row_before_any_search(tmp_path):
