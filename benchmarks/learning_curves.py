@@ -21,10 +21,8 @@ from __future__ import annotations
 import argparse
 import functools
 import multiprocessing
-import os
 import random
 import statistics
-from pathlib import Path
 
 import torch
 from scipy.stats import spearmanr
@@ -32,18 +30,14 @@ from scipy.stats import spearmanr
 from nasdip_deap.fit import fit
 from nasdip_deap.fitness import derive_seed, make_holdout
 from nasdip_deap.genome import GenomeSpec, classical_dip
-from nasdip_deap.image_io import center_crop, default_image, load_image
-from nasdip_deap.registry import TASKS
+from search_cost import default_image_path, denoise_task  # this folder: the same problem as the searches
 
-REPO = Path(__file__).resolve().parents[1]
 SHARES = (0.04, 0.08, 0.11, 0.16, 0.2, 0.25, 0.33, 0.5, 1.0)
 
 
 def make_task(args):
-    data = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
-    path = data / "F16_GT.png"
-    clean = center_crop(load_image(path) if path.exists() else default_image(), args.crop)
-    return TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=derive_seed(args.seed, "degrade"))
+    """The search-cost benchmark's problem (F16 crop from the shared data, else astronaut)."""
+    return denoise_task(default_image_path(), args.crop, args.seed)
 
 
 def pool(args, spec: GenomeSpec) -> list[list[int]]:

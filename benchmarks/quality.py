@@ -131,7 +131,8 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
         search_seconds = time.perf_counter() - started
         # early-stopped fits: the final fits stop where the best's search fit peaked
         steps, exact = final_budget(run.record_for(run.best()), args.iterations, args.final_iterations)
-        result = {**final_fits(best, task, steps, args.seeds, args.device, exact), "architecture": best.summary(),
+        result = {**final_fits(best, task, steps, args.seeds, args.device, exact),
+                  "architecture": best.summary(),
                   "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds,
                   "candidates": candidate_summary(run)}
     result["seconds"] = time.perf_counter() - started
@@ -232,7 +233,8 @@ def parse_args(argv=None):
     p.add_argument("--init-spread", type=float, help="start the search from mutants of classical DIP")
     p.add_argument("--finalists", type=non_negative_int, default=0,
                    help="re-fit the best N architectures of each search before choosing (0: choose by one fit)")
-    p.add_argument("--finalist-repeats", type=positive_int, default=2, help="re-fits per finalist (new seed and hold-out)")
+    p.add_argument("--finalist-repeats", type=positive_int, default=2,
+                   help="re-fits per finalist (new seed and hold-out)")
     p.add_argument("--also-reference", action="store_true", help="also search with reference fitness")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per cell (CPU results depend on it)")

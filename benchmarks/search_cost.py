@@ -38,6 +38,12 @@ def default_image_path() -> Path | None:
     return path if path.exists() else None
 
 
+def denoise_task(path: Path | None, crop: int, seed: int):
+    """The benchmark's problem: a centre crop of ``path`` (else astronaut), Gaussian noise sigma 25."""
+    clean = center_crop(load_image(path) if path else default_image(), crop)
+    return TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=derive_seed(seed, "degrade"))
+
+
 def parse_row(text: str) -> tuple[str, int | None]:
     """``"adaptive"`` -> ("adaptive", None); ``"full/es=4"`` -> ("full", 4); ValueError for a bad row."""
     fidelity, _, early = text.partition("/es=")
@@ -87,8 +93,8 @@ def main() -> None:
     parser.add_argument("--init-spread", type=float,
                         help="start every search from mutants of classical DIP (bit-flip probability), not random")
     parser.add_argument("--rows", nargs="+", default=["full", "adaptive", "halving"],
-                        help="searches to run, FIDELITY[/es=PATIENCE] each, e.g. full adaptive full/es=4 halving:eta=4; "
-                             "ratios are against the first row")
+                        help="searches to run, FIDELITY[/es=PATIENCE] each, e.g. full adaptive full/es=4 "
+                             "halving:eta=4; ratios are against the first row")
     parser.add_argument("--final-seeds", type=int, default=3, help="final fits of each best architecture (mean)")
     args = parser.parse_args()
     if args.final_seeds < 1:
@@ -99,8 +105,7 @@ def main() -> None:
         except ValueError as exc:
             parser.error(str(exc))
     path = args.image or default_image_path()
-    clean = center_crop(load_image(path) if path else default_image(), args.crop)
-    task = TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=derive_seed(args.seed, "degrade"))
+    task = denoise_task(path, args.crop, args.seed)
     spec = GenomeSpec()
     print(f"image {path or 'astronaut'} crop {args.crop}, denoise sigma 25, {args.fitness} fitness, population "
           f"{args.population}, {args.generations} generations, {args.iterations} iterations, seed {args.seed}, "

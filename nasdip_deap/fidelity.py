@@ -34,6 +34,21 @@ def spent(records: list[dict]) -> dict:
             "seconds": sum(r["seconds"] for r in records)}
 
 
+def reference_curve(search, iterations: int, include_stopped: bool = False):
+    """The score curve of the best ``iterations``-budget fit in the cache that ran to its end (or, with
+    ``include_stopped``, that stopped early too), if any: what ``CurveStopper`` compares a fit with."""
+    best = None
+    for rec in search.cache.values():
+        fid = rec.get("fidelity")
+        if rec.get("error") or not rec.get("curve") or not fid or fid["iterations"] != iterations:
+            continue
+        if rec.get("stopped_early") and not include_stopped:
+            continue
+        if best is None or rec["fitness"][0] > best["fitness"][0]:
+            best = rec
+    return None if best is None else [tuple(p) for p in best["curve"]]
+
+
 @FIDELITIES.register("full")
 @dataclass
 class FullFidelity:
@@ -71,7 +86,7 @@ class AdaptiveFidelity:
 
     def evaluate(self, search, bits: list[list[int]]):
         budget = search.evaluator.settings.iterations
-        reference = SuccessiveHalving.reference_curve(search, budget, include_stopped=True)
+        reference = reference_curve(search, budget, include_stopped=True)
         record = functools.partial(search.evaluator.record, reference_curve=reference,
                                    curve_margin=self.curve_margin, curve_warmup=self.curve_warmup)
         for rec in search.toolbox.map(record, bits):
@@ -105,7 +120,7 @@ class SuccessiveHalving:
         history: dict[int, list[dict]] = {i: [] for i in alive}
         for rung, iterations in enumerate(budgets):
             last = rung == len(budgets) - 1
-            reference = self.reference_curve(search, iterations) if last else None
+            reference = reference_curve(search, iterations) if last else None
             record = functools.partial(search.evaluator.record, iterations=iterations, reference_curve=reference,
                                        curve_margin=self.curve_margin)
             for i, rec in zip(alive, search.toolbox.map(record, [bits[i] for i in alive])):
@@ -140,21 +155,6 @@ class SuccessiveHalving:
             rec["fitness"] = [floor - 0.01 * rank] + list(rec["fitness"][1:])
             if "quality" in rec.get("objectives", {}):
                 rec["objectives"] = {**rec["objectives"], "quality": rec["fitness"][0]}
-
-    @staticmethod
-    def reference_curve(search, iterations: int, include_stopped: bool = False):
-        """The score curve of the best full-budget fit in the cache that ran to its end (or, with
-        ``include_stopped``, that stopped early too), if any."""
-        best = None
-        for rec in search.cache.values():
-            fid = rec.get("fidelity")
-            if rec.get("error") or not rec.get("curve") or not fid or fid["iterations"] != iterations:
-                continue
-            if rec.get("stopped_early") and not include_stopped:
-                continue
-            if best is None or rec["fitness"][0] > best["fitness"][0]:
-                best = rec
-        return None if best is None else [tuple(p) for p in best["curve"]]
 
 
 def patience_for(fidelity_text: str, early_stop: int | None) -> int | None:

@@ -166,8 +166,8 @@ class Evaluator:
                      curve_warmup: float = 0.25):
         """A fresh early-stopping rule for one fit: a plateau of the score (``early_stop``) and/or a
         curve clearly behind ``reference_curve`` (checked from ``curve_warmup`` of the budget on); None
-        when neither applies. When fits keep their best
-        output, the curves compared are running bests (what such a fit would be scored by so far)."""
+        when neither applies. When fits keep their best output, the curves compared are running bests
+        (what such a fit would be scored by so far)."""
         stoppers = []
         if self.settings.early_stop:
             stoppers.append(PlateauStopper(patience=self.settings.early_stop, warmup=iterations // 5))
