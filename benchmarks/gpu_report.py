@@ -1,8 +1,9 @@
-"""GPU report (a few minutes on one GPU): step time against the reference code, bf16 against fp32
-PSNR, and fits per hour with 1, 2 and 4 concurrent fits on one GPU, all at 256x256.
+"""GPU report (a few minutes on one GPU): step time against the reference code (eager, CUDA graph,
+optionally torch.compile), bf16 and CUDA-graph fits against fp32 eager PSNR, and fits per hour with 1, 2
+and 4 concurrent fits on one GPU at 256x256, with and without CUDA graphs.
 
     python benchmarks/gpu_report.py                       # needs CUDA; reference rows need NASDIP_REFERENCE_DIP
-    python benchmarks/gpu_report.py --device cpu --size 32 --iterations 20 --concurrency 1 2   # smoke test
+    python benchmarks/gpu_report.py --device cpu --size 32 --step-sizes 32 --iterations 20 --concurrency 1 2
 
 Concurrent fits run in separate spawned processes sharing the GPU (each its own CUDA context), which
 is how the ``processes`` backend would run several workers per GPU.
@@ -45,7 +46,7 @@ def sync(device: torch.device) -> None:
 
 
 def time_steps(step, device, n: int) -> float:
-    for _ in range(3):
+    for _ in range(5):  # includes a CUDA graph's capture at step 4
         step()
     sync(device)
     times = []
@@ -57,18 +58,42 @@ def time_steps(step, device, n: int) -> float:
     return statistics.median(times)
 
 
-def step_times(args, device) -> None:
+def compiled_row(task, device, steps: int) -> list[tuple[str, float]]:
+    """torch.compile of the network (default mode): step time, and the compile time a new
+    architecture pays before its first step (every search candidate is a new graph)."""
     from nasdip_deap import classical_dip
     from nasdip_deap.fit import EngineOptions, Trainer
 
-    task = make_task(args.size)
+    trainer = Trainer(classical_dip(), task, device, seed=0, options=EngineOptions(cuda_graph=False))
+    trainer.net = torch.compile(trainer.net)
+    started = time.perf_counter()
+    trainer.step()
+    sync(device)
+    first = time.perf_counter() - started
+    return [(f"nasdip torch.compile (1st step {first:.1f} s)", time_steps(trainer.step, device, steps))]
+
+
+def step_times(args, device, size: int) -> None:
+    from nasdip_deap import classical_dip
+    from nasdip_deap.fit import EngineOptions, Trainer
+
+    task = make_task(size)
     rows = []
-    for label, options in (("nasdip fp32", EngineOptions()),
-                           ("nasdip fp32 channels-last", EngineOptions(channels_last=True)),
-                           ("nasdip bf16", EngineOptions(precision="bf16")),
-                           ("nasdip bf16 channels-last", EngineOptions(precision="bf16", channels_last=True))):
+    for label, options in (("nasdip fp32", EngineOptions(cuda_graph=False)),
+                           ("nasdip fp32 channels-last", EngineOptions(channels_last=True, cuda_graph=False)),
+                           ("nasdip fp32 cuda-graph", EngineOptions(cuda_graph=True)),
+                           ("nasdip fp32 cuda-graph ch-last", EngineOptions(cuda_graph=True, channels_last=True)),
+                           ("nasdip bf16 channels-last", EngineOptions(precision="bf16", channels_last=True,
+                                                                      cuda_graph=False)),
+                           ("nasdip bf16 cuda-graph ch-last", EngineOptions(precision="bf16", cuda_graph=True,
+                                                                           channels_last=True))):
         trainer = Trainer(classical_dip(), task, device, seed=0, options=options)
         rows.append((label, time_steps(trainer.step, device, args.steps)))
+    if args.compile and size == args.size:
+        try:
+            rows += compiled_row(task, device, args.steps)
+        except Exception as error:  # a missing compiler toolchain must not end the report
+            print(f"torch.compile row skipped: {type(error).__name__}: {str(error).splitlines()[0][:200]}")
     ref = os.environ.get("NASDIP_REFERENCE_DIP")
     if ref and (Path(ref) / "models" / "skip.py").exists():
         sys.path.insert(0, ref)
@@ -77,7 +102,7 @@ def step_times(args, device) -> None:
         torch.manual_seed(0)
         net = skip(32, 3, [128] * 5, [128] * 5, [4] * 5, upsample_mode="bilinear", need_sigmoid=True,
                    need_bias=True, pad="reflection", act_fun="LeakyReLU").to(device)
-        z = (torch.rand(1, 32, args.size, args.size) * 0.1).to(device)
+        z = (torch.rand(1, 32, size, size) * 0.1).to(device)
         noise = z.clone()
         target = task.observation[None].to(device)
         opt = torch.optim.Adam(net.parameters(), lr=0.01)
@@ -93,11 +118,11 @@ def step_times(args, device) -> None:
         try:
             rows.append(("reference (core loop)", time_steps(ref_step, device, args.steps)))
         except RuntimeError as error:  # the reference cannot build every size (e.g. 32 px at 5 levels)
-            print(f"reference row skipped at {args.size} px: {str(error).splitlines()[0]}")
+            print(f"reference row skipped at {size} px: {str(error).splitlines()[0]}")
     base = rows[0][1]
-    print(f"\n## DIP step, classical DIP, {args.size}x{args.size}, {device} (median of {args.steps})")
+    print(f"\n## DIP step, classical DIP, {size}x{size}, {device} (median of {args.steps})")
     for label, t in rows:
-        print(f"{label:<28} {t * 1000:8.2f} ms   x{t / base:5.2f} of nasdip fp32")
+        print(f"{label:<36} {t * 1000:8.2f} ms   x{t / base:5.2f} of nasdip fp32")
 
 
 def precision_psnr(args, device) -> None:
@@ -105,22 +130,26 @@ def precision_psnr(args, device) -> None:
     from nasdip_deap.fit import EngineOptions, fit
 
     task = make_task(args.size)
-    print(f"\n## bf16 against fp32, denoise sigma 25, {args.iterations} iterations, seeds {args.seeds}")
-    diffs = []
+    variants = {"fp32": EngineOptions(channels_last=True, cuda_graph=False),
+                "fp32 graph": EngineOptions(channels_last=True, cuda_graph=True),
+                "bf16 graph": EngineOptions(precision="bf16", channels_last=True, cuda_graph=True)}
+    print(f"\n## PSNR against fp32 eager, {args.size} px, denoise sigma 25, {args.iterations} iterations, "
+          f"seeds {args.seeds}")
+    diffs = {name: [] for name in variants if name != "fp32"}
     for seed in range(args.seeds):
         psnr = {}
-        for precision in ("fp32", "bf16"):
-            r = fit(classical_dip(), task, args.iterations, device=str(device), seed=seed,
-                    options=EngineOptions(precision=precision, channels_last=True))
-            psnr[precision] = (r.metrics["psnr"], r.seconds)
-        diffs.append(psnr["bf16"][0] - psnr["fp32"][0])
-        print(f"seed {seed}: fp32 {psnr['fp32'][0]:.2f} dB ({psnr['fp32'][1]:.1f}s)  "
-              f"bf16 {psnr['bf16'][0]:.2f} dB ({psnr['bf16'][1]:.1f}s)  diff {diffs[-1]:+.2f} dB")
-    print(f"mean bf16 - fp32: {statistics.mean(diffs):+.3f} dB")
+        for name, options in variants.items():
+            r = fit(classical_dip(), task, args.iterations, device=str(device), seed=seed, options=options)
+            psnr[name] = (r.metrics["psnr"], r.seconds)
+        for name in diffs:
+            diffs[name].append(psnr[name][0] - psnr["fp32"][0])
+        print(f"seed {seed}: " + "  ".join(f"{name} {p:.2f} dB ({t:.1f}s)" for name, (p, t) in psnr.items()))
+    for name, values in diffs.items():
+        print(f"mean {name} - fp32: {statistics.mean(values):+.3f} dB")
 
 
 def _worker(args_tuple) -> float:
-    size, iterations, fits, device, precision, seed = args_tuple
+    size, iterations, fits, device, precision, graph, seed = args_tuple
     from nasdip_deap import classical_dip
     from nasdip_deap.fit import EngineOptions, fit
 
@@ -128,44 +157,58 @@ def _worker(args_tuple) -> float:
     started = time.perf_counter()
     for k in range(fits):
         fit(classical_dip(), task, iterations, device=device, seed=seed * 100 + k,
-            options=EngineOptions(precision=precision, channels_last=True))
+            options=EngineOptions(precision=precision, channels_last=True, cuda_graph=graph))
     return time.perf_counter() - started
 
 
 def concurrency(args, device) -> None:
-    print(f"\n## fits per hour, classical DIP {args.size}x{args.size}, {args.iterations} iterations per fit, "
-          f"{args.fits} fits per process")
+    iterations = args.concurrency_iterations or args.iterations
+    print(f"\n## fits per hour, classical DIP {args.size}x{args.size}, {iterations} iterations per fit, "
+          f"{args.fits} fits per process, {args.precision}; wall time includes each process's start")
     ctx = mp.get_context("spawn")
     base = None
-    for n in args.concurrency:
-        started = time.perf_counter()
-        with ctx.Pool(n) as pool:
-            pool.map(_worker, [(args.size, args.iterations, args.fits, str(device), args.precision, i)
-                               for i in range(n)])
-        wall = time.perf_counter() - started
-        per_hour = n * args.fits / wall * 3600
-        base = base or per_hour
-        print(f"{n} concurrent: {n * args.fits} fits in {wall:.1f}s -> {per_hour:.0f} fits/hour (x{per_hour / base:.2f})")
+    for graph in args.graph_modes:
+        for n in args.concurrency:
+            started = time.perf_counter()
+            with ctx.Pool(n) as pool:
+                pool.map(_worker, [(args.size, iterations, args.fits, str(device), args.precision, graph, i)
+                                   for i in range(n)])
+            wall = time.perf_counter() - started
+            per_hour = n * args.fits / wall * 3600
+            base = base or per_hour
+            print(f"{'cuda-graph' if graph else 'eager':<10} {n} concurrent: {n * args.fits} fits in {wall:.1f}s "
+                  f"-> {per_hour:.0f} fits/hour (x{per_hour / base:.2f} of eager, 1 at a time)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--size", type=int, default=256, help="image side for the PSNR and concurrency parts")
+    parser.add_argument("--step-sizes", type=int, nargs="+", default=[64, 128, 256], help="sides for step times")
+    parser.add_argument("--compile", action="store_true", help="add a torch.compile row at --size")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
     parser.add_argument("--iterations", type=int, default=1000, help="iterations per fit")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--fits", type=int, default=2, help="fits per process in the concurrency test")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--concurrency-iterations", type=int, help="iterations per fit there (default --iterations)")
+    parser.add_argument("--graph-modes", type=int, nargs="+", default=[0, 1], choices=(0, 1),
+                        help="concurrency with CUDA graphs off (0) and/or on (1)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--parts", nargs="+", default=["steps", "psnr", "concurrency"],
+                        choices=("steps", "psnr", "concurrency"))
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke test")
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
-    step_times(args, device)
-    precision_psnr(args, device)
-    concurrency(args, device)
+    if "steps" in args.parts:
+        for size in args.step_sizes:
+            step_times(args, device, size)
+    if "psnr" in args.parts:
+        precision_psnr(args, device)
+    if "concurrency" in args.parts:
+        concurrency(args, device)
 
 
 if __name__ == "__main__":

@@ -97,7 +97,8 @@ def search(args) -> int:
                                early_stop=patience_for(getattr(args, "fidelity", "full"),
                                                        getattr(args, "early_stop", None)),
                                precision=getattr(args, "precision", "fp32"),
-                               channels_last=getattr(args, "channels_last", False))
+                               channels_last=getattr(args, "channels_last", False),
+                               cuda_graph=getattr(args, "cuda_graph", True))
     make_fidelity(settings.fidelity)  # check the choice before any file is written
     check_backend(args.backend, args.workers)
     evaluator = Evaluator(spec, task, settings)

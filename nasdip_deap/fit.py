@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -48,25 +49,34 @@ def make_input(arch: Architecture, size: tuple[int, int], generator: torch.Gener
 @dataclass(frozen=True)
 class EngineOptions:
     """Speed settings of the fit engine. ``precision="bf16"`` runs forward/backward under bfloat16
-    autocast (CUDA only); ``channels_last`` changes the memory format of the network and its input."""
+    autocast (CUDA only); ``channels_last`` changes the memory format of the network and its input;
+    ``cuda_graph`` (on by default; CUDA only) captures the whole training step (forward, backward, Adam)
+    after a short warm-up and replays it: a DIP step launches hundreds of small kernels, a replay launches
+    them as one (measured on an H100: the classical step 5.8x faster at 64 px, 2.4x at 256 px)."""
 
     precision: str = "fp32"
     channels_last: bool = False
+    cuda_graph: bool = True
 
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
 
-def make_adam(params, lr: float) -> torch.optim.Optimizer:
+def make_adam(params, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam with torch's fused kernel where this torch and device have one (one pass over the
     parameters instead of about ten). On CPU it measured the same as the default (0.987x the step of a
-    64 px classical DIP fit); on GPUs it cuts kernel launches, which bound DIP-sized fits there."""
+    64 px classical DIP fit); on GPUs it cuts kernel launches, which bound DIP-sized fits there.
+    ``capturable`` keeps Adam's step count on the device, so a CUDA graph can capture ``step()``."""
     params = list(params)
+    extra = {"capturable": True} if capturable else {}
     try:
-        return torch.optim.Adam(params, lr=lr, fused=True)
+        return torch.optim.Adam(params, lr=lr, fused=True, **extra)
     except (RuntimeError, TypeError, ValueError):  # older torch, or a device without the fused kernel
-        return torch.optim.Adam(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, **extra)
+
+
+GRAPH_WARMUP_STEPS = 3  # eager steps before capture: cuDNN autotuning and lazy initialisation happen there
 
 
 class Trainer:
@@ -93,31 +103,70 @@ class Trainer:
         self.held = None if holdout is None else observed * holdout.unsqueeze(0).to(device)
         self.full_mask = bool(self.train_mask.min() > 0)
         self.clean = None if task.clean is None else task.clean.unsqueeze(0).to(device)
-        self.optimizer = make_adam(self.net.parameters(), arch.learning_rate)
+        self.use_graph = self.options.cuda_graph and device.type == "cuda"
+        self.optimizer = make_adam(self.net.parameters(), arch.learning_rate, capturable=self.use_graph)
         self.autocast = self.options.precision == "bf16" and device.type == "cuda"
         self.device = device
         self.average: torch.Tensor | None = None
         self.steps = 0
         self.losses: list[torch.Tensor] = []
+        self.graph = None  # the captured training step, with its output and loss tensors (``graphed``)
+        self.graphed: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def step(self) -> None:
-        """One Adam iteration on the perturbed input, and the moving average of the output."""
-        self.steps += 1
-        self.optimizer.zero_grad(set_to_none=True)
+    def _train_step(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward and Adam on a freshly perturbed input; returns (output, loss)."""
         net_input = self.z
         if self.arch.reg_noise_std > 0:
             net_input = self.z + self.noise.normal_() * self.arch.reg_noise_std
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast,
+                            cache_enabled=not self.use_graph):
             out = self.net(net_input)
         out = out.float()
         loss = metrics.mse(self.task.forward(out), self.obs, None if self.full_mask else self.train_mask)
         loss.backward()
         self.optimizer.step()
-        self.losses.append(loss.detach())
+        return out.detach(), loss.detach()
+
+    def _capture(self) -> None:
+        """Capture ``_train_step`` as a CUDA graph (gradients then live in the graph's memory pool and
+        each replay overwrites them, so no zero_grad is needed between replays)."""
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):  # other threads may use the GPU
+                self.graphed = self._train_step()
+        except RuntimeError as error:  # an op that cannot be captured: this fit goes on eagerly
+            logging.getLogger("nasdip.fit").warning("CUDA graph capture failed, fit runs eagerly: %s",
+                                                    str(error).splitlines()[0] if str(error) else error)
+            self.use_graph, self.graphed = False, None
+            return
+        self.graph = graph
+
+    def step(self) -> None:
+        """One Adam iteration on the perturbed input, and the moving average of the output."""
+        self.steps += 1
+        if self.use_graph and self.graph is None and self.steps > GRAPH_WARMUP_STEPS:
+            self._capture()  # capturing records the step without running it: the replay below runs it
+        if self.graph is not None:
+            self.graph.replay()
+            out, loss = self.graphed[0], self.graphed[1].clone()
+        elif self.use_graph:  # warm-up steps on a side stream, as CUDA graph capture asks
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                self.optimizer.zero_grad(set_to_none=True)
+                out, loss = self._train_step()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            out, loss = self._train_step()
+        self.losses.append(loss)
         with torch.no_grad():
-            out = out.detach()
             decay = min(self.ema, (1 + self.steps) / (10 + self.steps))  # warm-up: first outputs must not linger
-            self.average = out if self.average is None else self.average.mul_(decay).add_(out, alpha=1 - decay)
+            if self.average is None:
+                self.average = out.clone()
+            else:
+                self.average.mul_(decay).add_(out, alpha=1 - decay)
 
     def scores(self) -> tuple[float | None, float | None]:
         """(true PSNR of the average when the clean image is known, PSNR on held-out pixels when any)."""

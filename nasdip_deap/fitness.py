@@ -50,6 +50,7 @@ class FitnessSettings:
     fidelity: str = "full"  # multi-fidelity schedule (see fidelity.py); recorded for the cache key
     precision: str = "fp32"  # "bf16": bfloat16 autocast on CUDA (CPU fits stay fp32)
     channels_last: bool = False
+    cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)
 
     def __post_init__(self):
         if self.mode not in FITNESS_MODES:
@@ -186,7 +187,8 @@ class Evaluator:
 
     def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None, device: str | None = None,
                 deadline: float | None = None, replicate: int = 0) -> FitResult:
-        options = EngineOptions(precision=self.settings.precision, channels_last=self.settings.channels_last)
+        options = EngineOptions(precision=self.settings.precision, channels_last=self.settings.channels_last,
+                                cuda_graph=self.settings.cuda_graph)
         with torch_threads(self.settings.threads):
             result = fit(arch, self._fit_task, iterations or self.iterations_for(arch),
                          device=device or self.settings.device, seed=seed, holdout=self.holdout_for(replicate),
