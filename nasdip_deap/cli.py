@@ -160,8 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="full: every new candidate gets --iterations; halving[:eta=3,rungs=3,curve_margin=1.0]: "
                         "successive halving within each generation, the best 1/eta of each rung continue, and "
                         "full-budget fits clearly behind the best curve stop early; "
-                        "adaptive[:curve_margin=0.1,curve_warmup=0.167]: every fit stops at its held-out plateau "
-                        "(--early-stop, default 3 here) or when clearly behind the best fit so far (default full)")
+                        "adaptive[:curve_margin=0.1,curve_warmup=0.167,pilot=1]: every fit stops at its held-out "
+                        "plateau (--early-stop, default 3 here) or when clearly behind the best fit so far (in the "
+                        "first generation: the first `pilot` candidates, fitted first) (default full)")
     g.add_argument("--early-stop", type=positive_int, metavar="PATIENCE",
                    help="stop a fit when its score (held-out PSNR for blind fitness) has not improved for "
                         "PATIENCE log points (a log point is 1/50 of the budget) and keep its best output (the "

@@ -12,7 +12,9 @@ at each rung (nothing is shipped between workers), and every fit of every rung i
 compute.
 ``adaptive``: no rungs; every fit may run the whole budget but stops itself: at the plateau of its
 held-out score (``--early-stop``, on by default here, keeping the fit's best output) or when its
-running best is clearly behind the best fit so far. Measured on DIP: a rung's score after a small share
+running best is clearly behind the best fit so far. With no earlier fit to compare with (the first
+generation), the first candidate (classical DIP, when the search seeds it) is fitted alone first, and its
+curve judges the rest. Measured on DIP: a rung's score after a small share
 of the budget ranks candidates *against* their final order (fast fitters overfit the noise sooner), so
 a fit's own curve is the better judge of when to stop.
 """
@@ -70,29 +72,38 @@ class AdaptiveFidelity:
     """One fit per candidate, stopped by its own curve: the plateau of its held-out score (early
     stopping, which keeps the best output) or, from ``curve_warmup`` of the budget on, a running best
     ``curve_margin`` dB behind the best fit of earlier generations. Defaults chosen by replaying the
-    learning curves of 40 architectures (48 px, 600 iterations; benchmarks/learning_curves.py, README)."""
+    learning curves of 40 architectures (48 px, 600 iterations; benchmarks/learning_curves.py, README).
+    ``pilot``: with no earlier fit to compare with, the first ``pilot`` candidates are fitted first, on
+    their own, so that the others are compared with them (0: the first generation runs unchecked)."""
 
     curve_margin: float = 0.1
     curve_warmup: float = 1 / 6
+    pilot: int = 1
     default_patience = 3  # early-stop patience when the user gives none (log points, 1/50 of the budget)
 
     def __post_init__(self):
-        if self.curve_margin < 0 or not 0 <= self.curve_warmup <= 1:
-            raise UserError(f"adaptive needs curve_margin >= 0 and 0 <= curve_warmup <= 1, got "
-                            f"curve_margin={self.curve_margin}, curve_warmup={self.curve_warmup}")
+        if self.curve_margin < 0 or not 0 <= self.curve_warmup <= 1 or self.pilot < 0:
+            raise UserError(f"adaptive needs curve_margin >= 0, 0 <= curve_warmup <= 1 and pilot >= 0, got "
+                            f"curve_margin={self.curve_margin}, curve_warmup={self.curve_warmup}, "
+                            f"pilot={self.pilot}")
 
     def describe(self) -> dict:
-        return {"name": "adaptive", "curve_margin": self.curve_margin, "curve_warmup": self.curve_warmup}
+        return {"name": "adaptive", "curve_margin": self.curve_margin, "curve_warmup": self.curve_warmup,
+                "pilot": self.pilot}
 
     def evaluate(self, search, bits: list[list[int]]):
         budget = search.evaluator.settings.iterations
-        reference = reference_curve(search, budget, include_stopped=True)
-        record = functools.partial(search.evaluator.record, reference_curve=reference,
-                                   curve_margin=self.curve_margin, curve_warmup=self.curve_warmup)
-        for rec in search.toolbox.map(record, bits):
-            rec["fidelity"] = {"name": "adaptive", "iterations": budget, "budget": budget}
-            rec["spent"] = spent([rec])
-            yield rec
+        first = self.pilot if reference_curve(search, budget, include_stopped=True) is None else 0
+        for batch in (bits[:first], bits[first:]):  # the pilot's records enter the cache before the rest
+            if not batch:
+                continue
+            reference = reference_curve(search, budget, include_stopped=True)
+            record = functools.partial(search.evaluator.record, reference_curve=reference,
+                                       curve_margin=self.curve_margin, curve_warmup=self.curve_warmup)
+            for rec in search.toolbox.map(record, batch):
+                rec["fidelity"] = {"name": "adaptive", "iterations": budget, "budget": budget}
+                rec["spent"] = spent([rec])
+                yield rec
 
 
 @FIDELITIES.register("halving")

@@ -159,3 +159,41 @@ def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the
     assert mine["best_step"] and best["final"]["iterations"] == mine["best_step"]
     assert best["compute"]["iterations"] == sum(r["iterations"] for r in records if "iterations" in r)
 
+
+
+class FakeSearch:
+    """What a fidelity sees of a search: settings, the cache, map, record (which logs its reference)."""
+
+    def __init__(self, iterations=60):
+        from types import SimpleNamespace
+
+        self.cache, self.seen = {}, []
+        self.evaluator = SimpleNamespace(settings=SimpleNamespace(iterations=iterations), record=self.record)
+        self.toolbox = SimpleNamespace(map=map)
+
+    def record(self, bits, reference_curve=None, curve_margin=1.0, curve_warmup=0.25):
+        self.seen.append((bits[0], reference_curve))
+        return {"fitness": [20.0 + bits[0]], "error": None, "iterations": 60, "seconds": 0.1,
+                "curve": [(30, 19.0 + bits[0]), (60, 20.0 + bits[0])]}
+
+    def run(self, fidelity, bits):
+        for i, rec in enumerate(fidelity.evaluate(self, bits)):  # the search caches each record as it comes
+            self.cache[f"{len(self.cache)}:{i}"] = rec
+
+
+@pytest.mark.parametrize("pilot", [0, 1, 2])
+def test_adaptive_first_generation_is_judged_by_its_pilot(pilot):
+    search = FakeSearch()
+    search.run(AdaptiveFidelity(pilot=pilot), [[3], [1], [2], [0]])
+    references = [ref for _, ref in search.seen]
+    assert references[:pilot] == [None] * pilot
+    if pilot == 0:
+        assert references == [None] * 4
+    else:
+        best_pilot = max(range(pilot), key=lambda i: [3, 1][i])
+        expected = [(30, 19.0 + [3, 1][best_pilot]), (60, 20.0 + [3, 1][best_pilot])]
+        assert references[pilot:] == [expected] * (4 - pilot)
+    later = FakeSearch()
+    later.cache = dict(search.cache)
+    later.run(AdaptiveFidelity(pilot=pilot), [[5], [6]])  # an earlier fit exists: no pilot, all judged by it
+    assert all(ref is not None for _, ref in later.seen) and len({str(r) for _, r in later.seen}) == 1
