@@ -201,6 +201,8 @@ def main() -> None:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke test")
+    if device.type == "cpu":
+        torch.set_num_threads(1)  # as in a search: one thread, so a CPU fit repeats for its seed
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
     if "steps" in args.parts:
         for size in args.step_sizes:

@@ -39,3 +39,25 @@ def test_learning_curves_prints_its_rank_table(tmp_path):
     assert lines[0].startswith("4 architectures") or "left out" in proc.stdout
     assert any(line.split()[0] == "100%" for line in lines if line.strip())
     assert "output at the held-out peak" in lines[-1]
+
+
+def test_gpu_report_runs_its_parts_on_the_cpu(tmp_path):
+    """The GPU report's code paths (step rows for every engine option, the PSNR comparison, concurrent
+    processes), smoke-tested on the CPU where the GPU-only options are no-ops."""
+    proc = run_script("gpu_report.py", "--device", "cpu", "--size", "32", "--step-sizes", "32", "--steps", "2",
+                      "--iterations", "4", "--seeds", "1", "--concurrency", "1", "--fits", "1",
+                      "--graph-modes", "0", "--concurrency-iterations", "2", data=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "## DIP step, classical DIP, 32x32" in out and "nasdip fp32 cuda-graph" in out
+    assert "mean fp32 graph - fp32: +0.000 dB" in out  # CUDA graphs are a no-op on the CPU
+    assert "eager      1 concurrent: 1 fits" in out
+
+
+def test_gpu_report_without_cuda_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        return  # this check is about machines without CUDA
+    proc = run_script("gpu_report.py", data=tmp_path)
+    assert proc.returncode != 0 and "no CUDA device here" in proc.stderr and "Traceback" not in proc.stderr
