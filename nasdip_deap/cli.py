@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="bf16: bfloat16 autocast on CUDA (CPU fits stay fp32; default fp32: bf16 measured no faster "
                         "and 0.1-0.2 dB worse)")
-    g.add_argument("--channels-last", action="store_true", help="channels-last memory format on GPUs (measured slower for DIP nets on an H100; opt-in)")
+    g.add_argument("--channels-last", action="store_true",
+                   help="channels-last memory format on GPUs (measured slower for DIP nets on an H100; opt-in)")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=True,
                    help="capture each fit's training step once as a CUDA graph and replay it (CUDA only, on by "
                         "default: about 3x the fits per hour; CPU fits run as they are)")

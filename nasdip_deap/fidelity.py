@@ -14,9 +14,9 @@ compute.
 held-out score (``--early-stop``, on by default here, keeping the fit's best output) or when its
 running best is clearly behind the best fit so far. With no earlier fit to compare with (the first
 generation), the first candidate (classical DIP, when the search seeds it) is fitted alone first, and its
-curve judges the rest. Measured on DIP: a rung's score after a small share
-of the budget ranks candidates *against* their final order (fast fitters overfit the noise sooner), so
-a fit's own curve is the better judge of when to stop.
+curve judges the rest. Measured on DIP: a rung's score after a small share of the budget ranks
+candidates *against* their final order (fast fitters overfit the noise sooner), so a fit's own curve is
+the better judge of when to stop.
 """
 from __future__ import annotations
 
