@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+from nasdip_deap.cli import positive_int
+from nasdip_deap.network import min_image_size
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -183,24 +186,30 @@ def concurrency(args, device) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--size", type=int, default=256, help="image side for the PSNR and concurrency parts")
-    parser.add_argument("--step-sizes", type=int, nargs="+", default=[64, 128, 256], help="sides for step times")
+    parser.add_argument("--size", type=positive_int, default=256, help="image side for the PSNR and concurrency parts")
+    parser.add_argument("--step-sizes", type=positive_int, nargs="+", default=[64, 128, 256], help="sides for step times")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row at --size")
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per row")
-    parser.add_argument("--iterations", type=int, default=1000, help="iterations per fit")
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--fits", type=int, default=2, help="fits per process in the concurrency test")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--concurrency-iterations", type=int, help="iterations per fit there (default --iterations)")
+    parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per row")
+    parser.add_argument("--iterations", type=positive_int, default=1000, help="iterations per fit")
+    parser.add_argument("--seeds", type=positive_int, default=2)
+    parser.add_argument("--fits", type=positive_int, default=2, help="fits per process in the concurrency test")
+    parser.add_argument("--concurrency", type=positive_int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--concurrency-iterations", type=positive_int, help="iterations per fit there (default --iterations)")
     parser.add_argument("--graph-modes", type=int, nargs="+", default=[0, 1], choices=(0, 1),
                         help="concurrency with CUDA graphs off (0) and/or on (1)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
     parser.add_argument("--parts", nargs="+", default=["steps", "psnr", "concurrency"],
                         choices=("steps", "psnr", "concurrency"))
     args = parser.parse_args()
-    device = torch.device(args.device)
+    smallest = min_image_size(5)  # the classical network's five levels
+    if min([args.size, *args.step_sizes]) < smallest:
+        parser.error(f"--size and --step-sizes must be >= {smallest} px for the classical network")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        parser.error(f"--device {args.device!r}: {str(error).splitlines()[0]}")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke test")
+        parser.error("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke test")
     if device.type == "cpu":
         torch.set_num_threads(1)  # as in a search: one thread, so a CPU fit repeats for its seed
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")

@@ -4,6 +4,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -54,10 +57,16 @@ def test_gpu_report_runs_its_parts_on_the_cpu(tmp_path):
     assert "eager      1 concurrent: 1 fits" in out
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
 def test_gpu_report_without_cuda_says_so(tmp_path):
-    import torch
-
-    if torch.cuda.is_available():
-        return  # this check is about machines without CUDA
     proc = run_script("gpu_report.py", data=tmp_path)
-    assert proc.returncode != 0 and "no CUDA device here" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "no CUDA device here" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args", [("--device", "cpu", "--size", "0"), ("--device", "cpu", "--step-sizes", "8"),
+                                  ("--device", "cpu", "--concurrency-iterations", "0"), ("--device", "nope"),
+                                  ("--device", "cpu", "--steps", "x")])
+def test_gpu_report_refuses_bad_input_in_one_line(tmp_path, args):
+    proc = run_script("gpu_report.py", *args, data=tmp_path)
+    assert proc.returncode == 2 and "error:" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
+    assert proc.stdout == ""  # refused before any measurement

@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 import torch
 
-from nasdip_deap import GenomeSpec, classical_dip
+from nasdip_deap import classical_dip
 from nasdip_deap.fit import GRAPH_WARMUP_STEPS, EngineOptions, Trainer, fit
 from nasdip_deap.fitness import FitnessSettings
 from nasdip_deap.registry import TASKS
@@ -17,8 +17,7 @@ needs_cuda = pytest.mark.skipif(not CUDA, reason="CUDA graphs need a CUDA device
 
 
 def small_arch(reg_noise_std: float = 1 / 30):
-    return dataclasses.replace(GenomeSpec(levels=3).decode(GenomeSpec(levels=3).encode(classical_dip(3))),
-                               reg_noise_std=reg_noise_std)
+    return dataclasses.replace(classical_dip(3), reg_noise_std=reg_noise_std)
 
 
 @pytest.mark.parametrize("options", [EngineOptions(cuda_graph=True), EngineOptions(precision="bf16"),
