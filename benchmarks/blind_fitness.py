@@ -32,7 +32,8 @@ from pathlib import Path
 import torch
 from scipy.stats import spearmanr
 
-from nasdip_deap.fitness import Evaluator, FitnessSettings
+from nasdip_deap.compose import SearchConfig, build_search
+from nasdip_deap.fitness import Evaluator
 from nasdip_deap.genome import GenomeSpec, classical_dip
 from nasdip_deap.image_io import center_crop, load_image
 from nasdip_deap.registry import TASKS
@@ -94,9 +95,9 @@ def timed_record(evaluator: Evaluator, bits: list[int]) -> dict:
 def run_task(name: str, args, pool) -> dict:
     spec = GenomeSpec(levels=args.levels)
     task = make_task(name, Path(args.data), args.crop, args.seed)
-    settings = FitnessSettings(mode="blind", iterations=args.iterations, holdout=args.holdout, seed=args.seed,
-                               device="cpu")
-    evaluator = Evaluator(spec, task, settings)
+    config = SearchConfig(fitness="blind", iterations=args.iterations, holdout=args.holdout, seed=args.seed,
+                          device="cpu", levels=args.levels, proxy="none")
+    evaluator = build_search(config, task).evaluator
     genomes = architectures(spec, args.architectures, args.seed)
     started = time.perf_counter()
     work = functools.partial(timed_record, evaluator)

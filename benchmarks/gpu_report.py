@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from nasdip_deap.cli import positive_int
+from bench_args import positive_int
 from nasdip_deap.network import min_image_size
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def compiled_row(task, device, steps: int) -> list[tuple[str, float]]:
     """torch.compile of the network (default mode): step time, and the compile time a new
     architecture pays before its first step (every search candidate is a new graph)."""
     from nasdip_deap import classical_dip
-    from nasdip_deap.fit import EngineOptions, Trainer
+    from nasdip_deap.engine import EngineOptions, Trainer
 
     trainer = Trainer(classical_dip(), task, device, seed=0, options=EngineOptions(cuda_graph=False))
     trainer.net = torch.compile(trainer.net)
@@ -78,7 +78,7 @@ def compiled_row(task, device, steps: int) -> list[tuple[str, float]]:
 
 def step_times(args, device, size: int) -> None:
     from nasdip_deap import classical_dip
-    from nasdip_deap.fit import EngineOptions, Trainer
+    from nasdip_deap.engine import EngineOptions, Trainer
 
     task = make_task(size)
     rows = []
@@ -130,7 +130,7 @@ def step_times(args, device, size: int) -> None:
 
 def precision_psnr(args, device) -> None:
     from nasdip_deap import classical_dip
-    from nasdip_deap.fit import EngineOptions, fit
+    from nasdip_deap.engine import EngineOptions, fit
 
     task = make_task(args.size)
     variants = {"fp32": EngineOptions(channels_last=True, cuda_graph=False),
@@ -154,7 +154,7 @@ def precision_psnr(args, device) -> None:
 def _worker(args_tuple) -> float:
     size, iterations, fits, device, precision, graph, seed = args_tuple
     from nasdip_deap import classical_dip
-    from nasdip_deap.fit import EngineOptions, fit
+    from nasdip_deap.engine import EngineOptions, fit
 
     task = make_task(size)
     started = time.perf_counter()

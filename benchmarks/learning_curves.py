@@ -27,8 +27,9 @@ import statistics
 import torch
 from scipy.stats import spearmanr
 
-from nasdip_deap.fit import fit
-from nasdip_deap.fitness import derive_seed, make_holdout
+from nasdip_deap.engine import fit
+from nasdip_deap.fitness import make_holdout
+from nasdip_deap.runner import derive_seed
 from nasdip_deap.genome import GenomeSpec, classical_dip
 from search_cost import default_image_path, denoise_task  # this folder: the same problem as the searches
 

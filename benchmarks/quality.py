@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 
+import nasdip_deap
+from bench_args import non_negative_int, positive_int
 from nasdip_deap import classical_dip
-from nasdip_deap.api import search_architecture
-from nasdip_deap.cli import non_negative_int, positive_int
-from nasdip_deap.fit import fit
-from nasdip_deap.fitness import derive_seed, final_budget
+from nasdip_deap.engine import fit
 from nasdip_deap.image_io import center_crop, default_image, load_image
 from nasdip_deap.registry import TASKS
+from nasdip_deap.runner import derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
 TASK_NAMES = ("denoise", "inpaint", "super-resolution")
@@ -122,15 +122,17 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
     if part == "classical":
         result = final_fits(classical_for(task_name), task, budget, args.seeds, args.device)
     else:
-        run = search_architecture(task, population=args.population, generations=args.generations,
-                                  iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
-                                  fidelity=args.fidelity, early_stop=args.early_stop,
-                                  evolve_iterations=args.evolve_iterations, init_spread=args.init_spread,
-                                  finalists=args.finalists, finalist_repeats=args.finalist_repeats)
-        best = run.spec.decode(run.best())
+        found = nasdip_deap.search(task, population=args.population, generations=args.generations,
+                                   iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
+                                   fidelity=args.fidelity, early_stop=args.early_stop,
+                                   evolve_iterations=args.evolve_iterations, init_spread=args.init_spread,
+                                   finalists=args.finalists, finalist_repeats=args.finalist_repeats, proxy="none",
+                                   final_iterations=args.final_iterations)
+        run = found.search
+        best = found.best
         search_seconds = time.perf_counter() - started
         # early-stopped fits: the final fits stop where the best's search fit peaked
-        steps, exact = final_budget(run.record_for(run.best()), args.iterations, args.final_iterations)
+        steps, exact = found.final_iterations()
         result = {**final_fits(best, task, steps, args.seeds, args.device, exact),
                   "architecture": best.summary(),
                   "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds,

@@ -20,14 +20,13 @@ import statistics
 import time
 from pathlib import Path
 
+import nasdip_deap
 from nasdip_deap import GenomeSpec
-from nasdip_deap.api import search_architecture
 from nasdip_deap.errors import UserError
 from nasdip_deap.fidelity import make_fidelity
-from nasdip_deap.fit import fit
-from nasdip_deap.fitness import derive_seed, final_budget
 from nasdip_deap.image_io import center_crop, default_image, load_image
 from nasdip_deap.registry import TASKS
+from nasdip_deap.runner import derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,17 +59,18 @@ def parse_row(text: str) -> tuple[str, int | None]:
 def run_search(task, spec, args, row: str) -> dict:
     fidelity_text, early_stop = parse_row(row)
     started = time.perf_counter()
-    search = search_architecture(task, population=args.population, generations=args.generations,
-                                 iterations=args.iterations, fitness=args.fitness, seed=args.seed, device="cpu",
-                                 fidelity=fidelity_text, early_stop=early_stop, levels=spec.levels,
-                                 init_spread=args.init_spread)
+    result = nasdip_deap.search(task, population=args.population, generations=args.generations,
+                                iterations=args.iterations, fitness=args.fitness, seed=args.seed, device="cpu",
+                                fidelity=fidelity_text, early_stop=early_stop, levels=spec.levels,
+                                init_spread=args.init_spread, proxy="none")
     wall = time.perf_counter() - started
+    search = result.search
     best = search.best()
-    arch = spec.decode(best)
-    record = search.record_for(best)
-    steps, _ = final_budget(record, args.iterations)  # a fit that kept its best: where it peaked
-    seeds = [derive_seed(args.seed, arch.key(), *(("final", k) if k else ())) for k in range(args.final_seeds)]
-    finals = [fit(arch, task, steps, device="cpu", seed=seed).metrics["psnr"] for seed in seeds]
+    arch = result.best
+    record = result.best_record
+    steps, _ = result.final_iterations()  # a fit that kept its best: where it peaked
+    restoration = result.restore(iterations=steps, ensemble=args.final_seeds)
+    finals = [member["psnr"] for member in restoration.members]
     own_stop = None
     if search.evaluator.keep_best:  # re-fits that stop on their own held-out peak (new seeds and hold-outs)
         refits = [search.evaluator.record(list(best), replicate=k) for k in range(1, args.final_seeds + 1)]

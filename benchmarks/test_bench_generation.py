@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from bench_population import POPULATION
-from nasdip_deap.fitness import Evaluator, FitnessSettings
-from nasdip_deap.operators import bind_operator
-from nasdip_deap.registry import ALGORITHMS, TASKS
-from nasdip_deap.search import Search, make_toolbox, max_generations
+from nasdip_deap.compose import SearchConfig, build_search
+from nasdip_deap.fitness import Evaluator
+from nasdip_deap.loop import Search, max_generations
+from nasdip_deap.registry import TASKS
 
 SETUPS = {  # id: (algorithm, crossover, mutation)
     "ga-two-point-flip-bit": ("ga", "two-point", "flip-bit"),
@@ -51,29 +51,29 @@ def tiny_task():
     return TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, seed=0)
 
 
-def new_search(spec, evaluator, algorithm_name: str, crossover: str, mutation: str, **state) -> Search:
-    cls = ALGORITHMS.get(algorithm_name)
-    toolbox = make_toolbox(spec, evaluator, len(evaluator.settings.objectives))
-    bind_operator(toolbox, "mate", crossover, "crossover", spec)
-    bind_operator(toolbox, "mutate", mutation, "mutation", spec)
-    bind_operator(toolbox, "select", cls.default_selection, "selection", spec)
-    return Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=cls(cxpb=0.5, mutpb=0.3),
-                  population_size=POPULATION, termination=max_generations(1), seed=0, **state)
+def new_search(algorithm_name: str, crossover: str, mutation: str, **state) -> Search:
+    """The search as the CLI builds it, with the canned evaluator and (for a replay) a saved state."""
+    config = SearchConfig(algorithm=algorithm_name, crossover=crossover, mutation=mutation, population=POPULATION,
+                          generations=1, iterations=1, device="cpu", seed=0, proxy="none")
+    search = build_search(config, tiny_task())
+    search.evaluator.__class__ = CannedEvaluator
+    for name, value in state.items():
+        setattr(search, name, value)
+    return search
 
 
 @pytest.mark.benchmark(group="generation")
 @pytest.mark.parametrize("setup_id", list(SETUPS))
-def test_generation_overhead(benchmark, setup_id, spec):
+def test_generation_overhead(benchmark, setup_id):
     algorithm_name, crossover, mutation = SETUPS[setup_id]
-    objectives = ("quality", "parameters") if ALGORITHMS.get(algorithm_name).multi_objective else ("quality",)
-    evaluator = CannedEvaluator(spec, tiny_task(), FitnessSettings(iterations=1, device="cpu", objectives=objectives))
 
     # warm-up pass: generation 0, then generation 1 with canned records, remembering what to replay
-    search = new_search(spec, evaluator, algorithm_name, crossover, mutation)
+    search = new_search(algorithm_name, crossover, mutation)
     search.termination = max_generations(0)
     search.run()
     start_population = copy.deepcopy(search.population)
     start_archive = copy.deepcopy(search.archive)
+    start_seen = set(search.seen)
     start_state = random.getstate()
     search.termination = max_generations(1)
     search.run()
@@ -83,8 +83,8 @@ def test_generation_overhead(benchmark, setup_id, spec):
     def replay():
         random.setstate(start_state)
         state = {"population": copy.deepcopy(start_population), "archive": copy.deepcopy(start_archive),
-                 "cache": dict(cache), "generation": 0}
-        return (new_search(spec, evaluator, algorithm_name, crossover, mutation, **state),), {}
+                 "cache": dict(cache), "generation": 0, "seen": set(start_seen)}
+        return (new_search(algorithm_name, crossover, mutation, **state),), {}
 
     def one_generation(run):
         return run.run()

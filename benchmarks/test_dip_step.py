@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from nasdip_deap import classical_dip
-from nasdip_deap.fit import Trainer
+from nasdip_deap.engine import Trainer
 from nasdip_deap.registry import TASKS
 
 SIZES = (64, 128, 256)

@@ -31,15 +31,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 def make_evaluator(args, iterations: int | None = None):
     from nasdip_deap.cli import build_parser
-    from nasdip_deap.commands import make_spec
-    from nasdip_deap.fitness import Evaluator, FitnessSettings
-    from nasdip_deap.problem import build_task
+    from nasdip_deap.commands import task_from_args
+    from nasdip_deap.compose import SearchConfig, build_search
 
     parsed = build_parser().parse_args(["search", "--crop", str(args.crop), "--seed", str(args.seed)])
-    spec = make_spec(parsed)
-    task = build_task(parsed, spec.levels, args.seed)
-    evaluator = Evaluator(spec, task, FitnessSettings(iterations=iterations or args.iterations, seed=args.seed,
-                                                      device="cpu", threads=1))
+    config = SearchConfig(iterations=iterations or args.iterations, seed=args.seed, device="cpu", threads=1,
+                          proxy="none")
+    evaluator = build_search(config, task_from_args(parsed, config.levels)).evaluator
+    spec = evaluator.spec
     rng = random.Random(args.seed)
     return evaluator, [spec.random_bits(rng) for _ in range(args.fits)]
 

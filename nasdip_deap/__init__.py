@@ -1,16 +1,22 @@
-"""nasdip-deap: neural architecture search for Deep Image Prior on DEAP and PyTorch."""
+"""nasdip-deap: neural architecture search for Deep Image Prior on DEAP and PyTorch.
+
+    import nasdip_deap as nd
+    task = nd.make_task("denoise", clean=nd.load_image("photo.png"), sigma=25)
+    result = nd.search(task, population=8, generations=3)
+    restored = result.restore(ensemble=2)
+"""
+__version__ = "0.2.0"
+
+from .api import FrontEntry, SearchResult, baseline, make_task, restore, search
 from .architecture import Architecture, DecoderBlock, EncoderBlock, Skip
+from .compose import RestoreConfig, SearchConfig, build_search
+from .engine import EngineOptions, FitResult, fit
 from .genome import DEFAULT_SPEC, GenomeSpec, classical_dip, decode, encode
+from .image_io import load_image, save_image
 from .network import build_network, count_parameters
+from .restoration import Restoration
 
-__version__ = "0.1.0"
-
-__all__ = ["Architecture", "EncoderBlock", "DecoderBlock", "Skip", "GenomeSpec", "DEFAULT_SPEC",
-           "classical_dip", "decode", "encode", "build_network", "count_parameters", "fit", "__version__"]
-
-
-def __getattr__(name):  # keep ``import nasdip_deap`` light: the fit engine pulls in the task registry
-    if name == "fit":
-        from .fit import fit
-        return fit
-    raise AttributeError(name)
+__all__ = ["search", "restore", "baseline", "make_task", "fit", "SearchResult", "FrontEntry", "Restoration",
+           "SearchConfig", "RestoreConfig", "build_search", "EngineOptions", "FitResult", "Architecture",
+           "EncoderBlock", "DecoderBlock", "Skip", "GenomeSpec", "DEFAULT_SPEC", "classical_dip", "decode", "encode",
+           "build_network", "count_parameters", "load_image", "save_image", "__version__"]

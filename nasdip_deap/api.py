@@ -1,44 +1,140 @@
-"""A small Python API over the search machinery, for scripts and benchmarks:
+"""The Python API: one call does the common thing and returns a result object.
 
-    from nasdip_deap.api import search_architecture
-    run = search_architecture(task, population=8, generations=3, iterations=400, fitness="blind")
-    best = run.spec.decode(run.best())
+    import nasdip_deap as nd
+
+    task = nd.make_task("denoise", clean=nd.load_image("photo.png"), sigma=25)
+    result = nd.search(task, population=8, generations=3)
+    print(result.best.summary())
+    restored = result.restore(ensemble=2)          # a Restoration: .image, .metrics, .members
+
+Every keyword of ``search`` is a field of ``compose.SearchConfig`` (the same defaults as the CLI);
+parts may be names (``algorithm="nsga2"``, ``mutation="flip-bit:indpb=0.05"``) or objects (an
+``Algorithm`` subclass or instance, an operator function, a fidelity or proxy object).
 """
 from __future__ import annotations
 
-from .algorithms import Algorithm
-from .fidelity import make_fidelity, patience_for
-from .finalists import make_finalists
-from .fitness import Evaluator, FitnessSettings
-from .genome import GenomeSpec
-from .operators import bind_operator
-from .registry import ALGORITHMS
-from .search import Search, make_toolbox, max_generations
+from dataclasses import dataclass
+
+import torch
+
+from .architecture import Architecture
+from .compose import RestoreConfig, SearchConfig, build_search, start_backend
+from .errors import UserError
+from .fitness import final_budget
+from .genome import classical_dip
+from .registry import TASKS
+from .restoration import Restoration, restore as restore_fits
+from .loop import Compute, Search
 
 
-def search_architecture(task, *, population: int = 8, generations: int = 3, iterations: int = 400,
-                        fitness: str = "blind", seed: int = 0, levels: int = 5, algorithm: str = "ga",
-                        crossover: str = "two-point", mutation: str = "flip-bit", selection: str | None = None,
-                        cxpb: float = 0.5, mutpb: float = 0.3, fidelity: str = "full", early_stop: int | None = None,
-                        device: str = "auto", holdout: float = 0.1, hooks: list | None = None,
-                        seed_classical: bool = True, evolve_iterations: bool = False,
-                        init_spread: float | None = None, finalists: int = 0, finalist_repeats: int = 2) -> Search:
-    """Run a whole search on ``task`` in this process and return the finished ``Search``. With
-    ``finalists`` > 0 the best ones are re-fitted ``finalist_repeats`` times before ``best()`` chooses."""
-    spec = GenomeSpec(levels=levels, evolve_iterations=evolve_iterations)
-    algorithm_cls: type[Algorithm] = ALGORITHMS.get(algorithm)
-    objectives = ("quality", "parameters") if algorithm_cls.multi_objective else ("quality",)
-    settings = FitnessSettings(mode=fitness, iterations=iterations, holdout=holdout, seed=seed, device=device,
-                               objectives=objectives, early_stop=patience_for(fidelity, early_stop),
-                               fidelity=fidelity)
-    evaluator = Evaluator(spec, task, settings)
-    toolbox = make_toolbox(spec, evaluator, len(objectives))
-    bind_operator(toolbox, "mate", crossover, "crossover", spec)
-    bind_operator(toolbox, "mutate", mutation, "mutation", spec)
-    chosen = bind_operator(toolbox, "select", selection or algorithm_cls.default_selection, "selection", spec)
-    algorithm_cls.check_selection(chosen["name"], toolbox.select.func)
-    run = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm_cls(cxpb=cxpb, mutpb=mutpb),
-                 population_size=population, termination=max_generations(generations), seed=seed,
-                 seed_classical=seed_classical, init_spread=init_spread, fidelity=make_fidelity(fidelity),
-                 finalists=make_finalists(finalists, finalist_repeats), hooks=list(hooks or []))
-    return run.run()
+@dataclass(frozen=True)
+class FrontEntry:
+    """One architecture of a Pareto front with its objective values."""
+
+    architecture: Architecture
+    objectives: dict
+    bits: list
+
+
+@dataclass
+class SearchResult:
+    """What a search found. ``best`` is the chosen architecture; ``restore()`` fits it on the whole
+    image (with an ensemble of fits when asked) and returns the restoration."""
+
+    search: Search
+    config: SearchConfig
+    task: object
+
+    @property
+    def best_bits(self) -> list[int]:
+        return list(map(int, self.search.best()))
+
+    @property
+    def best(self) -> Architecture:
+        return self.search.spec.decode(self.search.best())
+
+    @property
+    def best_record(self) -> dict:
+        """The evaluation record of the best architecture's search fit."""
+        return self.search.record_for(self.search.best())
+
+    @property
+    def front(self) -> list[FrontEntry]:
+        """The Pareto front of a multi-objective search (for one objective: the best architecture)."""
+        members = list(self.search.archive) if self.search.algorithm.multi_objective else [self.search.best()]
+        return [FrontEntry(self.search.spec.decode(ind), dict(self.search.record_for(ind)["objectives"]),
+                           list(map(int, ind))) for ind in members]
+
+    @property
+    def records(self) -> list[dict]:
+        """Every evaluation of the run (machine failures included), in the order they were made."""
+        return list(self.search.cache.values()) + list(self.search.failed.values())
+
+    @property
+    def logbook(self):
+        return self.search.logbook
+
+    @property
+    def totals(self) -> Compute:
+        return self.search.totals
+
+    def final_iterations(self) -> tuple[int, bool]:
+        """(steps, exact) of the final fits: see ``fitness.final_budget``."""
+        return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
+
+    def restore(self, iterations: int | None = None, ensemble: int | None = None,
+                architecture: Architecture | None = None, map_fn=None) -> Restoration:
+        """Fit the best architecture (or ``architecture``) on the whole observation, ``ensemble`` times
+        (default: the config's), with the search's seed rule, device, threads and engine options.
+        ``map_fn`` runs the fits (default: a backend of the search's config, started for them)."""
+        arch = architecture or self.best
+        if iterations is None:
+            steps, exact = self.final_iterations()
+            iterations = steps if exact else arch.iterations_within(steps)
+        ensemble = self.config.ensemble if ensemble is None else ensemble
+        runner = self.search.evaluator.runner
+        if map_fn is not None:
+            return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
+                                map_fn=map_fn)
+        with start_backend(self.config) as backend:
+            return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
+                                map_fn=backend.map)
+
+
+def search(task, *, hooks=(), **settings) -> SearchResult:
+    """Search an architecture for ``task`` (a ``Task``, see ``make_task``) and return the result.
+    ``settings`` are ``SearchConfig`` fields; ``hooks`` are objects with ``on_start``,
+    ``on_evaluation``, ``on_generation``, ... methods (see ``hooks.py``)."""
+    config = SearchConfig(**settings)
+    run = build_search(config, task, hooks)
+    with start_backend(config, run.evaluator) as backend:
+        run.toolbox.register("map", backend.map)
+        run.run()
+    return SearchResult(run, config, task)
+
+
+def restore(architecture: Architecture, task, **settings) -> Restoration:
+    """Fit one architecture on ``task`` (``settings``: ``RestoreConfig`` fields: iterations, ensemble,
+    seed, device, threads, precision, ...)."""
+    config = RestoreConfig(**settings)
+    return restore_fits(architecture, task, config.runner(), config.iterations, run_seed=config.seed,
+                        ensemble=config.ensemble)
+
+
+def baseline(task, **settings) -> Restoration:
+    """Classical DIP (Ulyanov et al.) on ``task``, with ``RestoreConfig`` settings."""
+    return restore(classical_dip(), task, **settings)
+
+
+def make_task(name, *, clean: torch.Tensor | None = None, observed: torch.Tensor | None = None, seed: int = 0,
+              **options):
+    """A task by registered name (or class): degraded from a ``clean`` (C, H, W) image in [0, 1] (so the
+    ground truth is known), or an ``observed`` image as it is (``clean`` then only scores it).
+    ``options`` are the task's declared options (``sigma`` for denoise, ``mask``/``mask_ratio`` for
+    inpaint, ``scale`` for super-resolution; ``nasdip list`` shows them)."""
+    from .problem import make_task as make
+
+    cls = TASKS.get(name) if isinstance(name, str) else name
+    if clean is None and observed is None:
+        raise UserError("make_task needs a clean image or an observed one")
+    return make(cls, options, clean=clean, observed=observed, seed=seed)

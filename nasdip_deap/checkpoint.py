@@ -1,4 +1,4 @@
-"""Checkpoints and the persistent evaluation cache of a search run.
+"""Checkpoints of a search run.
 
 ``checkpoint.pkl`` (written by ``CheckpointHook`` after every generation) holds everything needed to
 continue: population, hall of fame or Pareto front, logbook, evaluation cache, generation, compute
@@ -8,18 +8,11 @@ atomically (temporary file, fsync, rename), so a kill at any moment leaves the p
 Checkpoints are this program's own pickles. Unpickling runs code named in the file: never load a
 checkpoint from an untrusted source. (The checksum in the header catches damage, not tampering.)
 Genomes and results stay JSON.
-
-``cache.jsonl`` (written by ``CacheFile``) has one line per fitted architecture: the evaluation
-record plus the evaluator's context hash (task, image, fitness settings, genome spec). A later run
-with the same context, resumed, repeated with ``--force`` into the same folder or given the file with
-``--cache``, takes its scores from there instead of training the architecture again.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import pickle
@@ -31,101 +24,15 @@ import numpy as np
 import torch
 
 from . import __version__
-from . import deap_types  # noqa: F401  (creator classes must exist before a checkpoint is unpickled)
+from . import deap_types  # noqa: F401  # creator classes must exist before a checkpoint is unpickled
 from .errors import UserError
-from .runfolder import append_jsonl, read_json, write_json
 
 log = logging.getLogger("nasdip")
 
 CHECKPOINT_NAME = "checkpoint.pkl"
-CACHE_NAME = "cache.jsonl"
 MAGIC = b"NASDIP-CHECKPOINT 1\n"
 FORMAT = 1
 STATE_KEYS = ("generation", "population", "archive", "logbook", "cache", "totals", "rng", "settings", "context")
-# options that may be given again on --resume with a new value: they change how the run is shown or
-# where it runs, or (generations) extend it, never what it computes
-RUNTIME_OPTIONS = frozenset({"quiet", "verbose", "device", "generations", "cache", "resume", "force", "out",
-                             "backend", "workers", "given_options"})
-PATH_OPTIONS = ("image", "observed", "clean")
-
-
-# -- saved settings -------------------------------------------------------------------------------
-def saved_settings(args: argparse.Namespace, run_dir: Path) -> dict:
-    """The parsed command line as JSON-able data, with file paths made absolute so that a resumed
-    run finds its images from any working directory."""
-    settings = {k: v for k, v in vars(args).items() if k not in ("resume", "given_options")}
-    for name in PATH_OPTIONS:
-        if settings.get(name):
-            settings[name] = os.path.abspath(settings[name])
-    if settings.get("cache"):
-        settings["cache"] = [os.path.abspath(p) for p in settings["cache"]]
-    settings["out"] = os.path.abspath(run_dir)
-    return settings
-
-
-def _flag(dest: str) -> str:
-    return "--" + dest.rstrip("_").replace("_", "-")
-
-
-def _same(name: str, given, saved) -> bool:
-    if name in PATH_OPTIONS and given and saved:
-        return os.path.abspath(given) == os.path.abspath(saved)
-    return given == saved
-
-
-def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict]:
-    """Load ``RUN_DIR/checkpoint.pkl`` and merge the run's saved settings with the command line.
-
-    Options given explicitly (``args.given_options``; argparse defaults do not count) must equal the
-    saved ones, except the run-time options (``--quiet``, ``--verbose``, ``--device``, ``--backend``,
-    ``--workers``, ``--cache``, and ``--generations``, which may extend the run). Nothing is written.
-    """
-    run_dir = Path(args.resume)
-    if not run_dir.is_dir():
-        raise UserError(f"cannot resume: {str(run_dir)!r} is not a run folder")
-    state = read_checkpoint(run_dir / CHECKPOINT_NAME)
-    saved = state["settings"]
-    given = set(getattr(args, "given_options", ()) or ())
-    conflicts = []
-    for name in sorted(given - RUNTIME_OPTIONS - {"command"}):
-        value = getattr(args, name, None)
-        if name in saved and not _same(name, value, saved[name]):
-            conflicts.append(f"{_flag(name)} {value!r} (the run used {saved[name]!r})")
-    if "out" in given and args.out and os.path.abspath(args.out) != os.path.abspath(run_dir):
-        conflicts.append(f"--out {args.out!r} (resuming writes into {str(run_dir)!r})")
-    if conflicts:
-        raise UserError(f"cannot resume {str(run_dir)!r}: conflicting option(s) {'; '.join(conflicts)}; "
-                        f"leave them out to use the run's saved settings")
-    merged = {**vars(args), **saved}
-    for name in ("quiet", "verbose", "device", "generations", "backend", "workers"):
-        if name in given:
-            merged[name] = getattr(args, name)
-    merged.update(cache=getattr(args, "cache", None), resume=str(run_dir), out=str(run_dir), force=True,
-                  given_options=sorted(given))
-    return argparse.Namespace(**merged), state
-
-
-def check_context(state: dict, evaluator, run_dir: Path) -> None:
-    """The rebuilt evaluator must score exactly as the checkpointed run did (same image, task, settings)."""
-    if state["context"] != evaluator.context:
-        raise UserError(f"cannot resume {str(run_dir)!r}: the image, task or fitness settings rebuilt from the "
-                        f"saved settings differ from the run's (context {evaluator.context} != "
-                        f"{state['context']}); was an input image changed?")
-
-
-def record_resume(run_dir: Path, args: argparse.Namespace, state: dict) -> dict:
-    """Note the resume in config.json (its generations and arguments follow an extended run, so the
-    report agrees); returns the degraded image's metrics saved there. Reads before it writes."""
-    config = read_json(run_dir / "config.json", "run settings")
-    if not isinstance(config, dict):
-        raise UserError(f"cannot resume: {str(run_dir / 'config.json')!r} is not a run's settings")
-    config["generations"] = args.generations
-    config["arguments"] = saved_settings(args, run_dir)
-    config.setdefault("resumed", []).append({"after_generation": state["generation"],
-                                             "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                             "options": list(getattr(args, "given_options", []))})
-    write_json(run_dir / "config.json", config)
-    return config.get("degraded") or {}
 
 
 # -- checkpoint state -----------------------------------------------------------------------------
@@ -151,14 +58,16 @@ def capture(search, settings: dict) -> dict:
     return {"format": FORMAT, "nasdip_deap": __version__, "written": time.time(),
             "generation": search.generation, "population": search.population, "archive": search.archive,
             "logbook": search.logbook, "cache": search.cache, "totals": dataclasses.asdict(search.totals),
-            "replicates": search.replicates, "rng": rng_states(), "settings": settings, "context": search.evaluator.context}
+            "replicates": search.replicates, "failed": search.failed, "seen": search.seen, "rng": rng_states(),
+            "settings": settings,
+            "context": search.evaluator.context}
 
 
 def restore(search, state: dict, rng: bool = True) -> None:
     """Put a captured state back into a freshly built ``search`` and (unless ``rng`` is False; then
     call ``set_rng_states`` just before ``search.run()``) the global RNGs, so that ``search.run()``
     continues with the next generation exactly as the interrupted run would have."""
-    from .search import Compute
+    from .loop import Compute
 
     search.population = state["population"]
     search.archive = state["archive"]
@@ -167,6 +76,8 @@ def restore(search, state: dict, rng: bool = True) -> None:
     search.generation = state["generation"]
     search.totals = Compute(**state["totals"])
     search.replicates = dict(state.get("replicates", {}))
+    search.failed = dict(state.get("failed", {}))
+    search.seen = set(state.get("seen", search.cache))
     if rng:
         set_rng_states(state["rng"])
 
@@ -213,9 +124,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     where = str(path)
     if not path.exists():
-        raise UserError(f"cannot resume: no checkpoint {where!r} (the run stopped before its first generation "
-                        f"finished; start it again with --force --out {str(path.parent)!r}, which reuses its "
-                        f"cached evaluations)")
+        raise UserError(f"cannot resume: no checkpoint {where!r}")
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -257,95 +166,3 @@ class CheckpointHook:
                   time.perf_counter() - started)
 
 
-# -- evaluation cache file ------------------------------------------------------------------------
-def repair_jsonl_tail(path: str | os.PathLike) -> None:
-    """Cut a half-written last line (left by a kill during an append) so that appends stay valid."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return
-    with open(path, "rb+") as fh:
-        fh.seek(-1, os.SEEK_END)
-        if fh.read(1) == b"\n":
-            return
-        fh.seek(0)
-        data = fh.read()
-        fh.truncate(data.rfind(b"\n") + 1)
-
-
-def append_records(path: str | os.PathLike, context: str, records) -> None:
-    """Append evaluation records, each a JSON line tagged with the evaluator's ``context``."""
-    for record in records:
-        append_jsonl(path, {"context": context, **record})
-
-
-def load_cache_file(path: str | os.PathLike, evaluator, what: str = "evaluation cache") -> dict:
-    """``{cache_key: record}`` for the lines of ``path`` whose context matches ``evaluator`` (same task,
-    image, fitness settings and genome spec). Unreadable lines (a kill mid-append) are skipped."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{what} {str(path)!r} does not exist or is not a file")
-    entries, bad, other = {}, 0, 0
-    try:
-        lines = path.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
-    for line in lines:
-        try:
-            record = json.loads(line)
-            usable = isinstance(record, dict) and isinstance(record.get("key"), str) and \
-                all(isinstance(v, (int, float)) for v in record.get("fitness") or [None])
-        except json.JSONDecodeError:
-            usable = False
-        if not usable:
-            bad += 1
-        elif record.get("context") != evaluator.context:
-            other += 1
-        else:
-            record.pop("context")
-            entries[evaluator.cache_key(record["key"])] = record
-    if lines and not entries and not bad and other:
-        log.warning("%s %s: none of its %d entries match this run's task, image and fitness settings",
-                    what, path, other)
-    if bad:
-        log.warning("%s %s: skipped %d unreadable line(s)", what, path, bad)
-    return entries
-
-
-class CacheFile:
-    """Hook: append every newly fitted architecture's record to ``cache.jsonl`` as it arrives."""
-
-    def __init__(self, run_dir: str | os.PathLike, context: str):
-        self.path = Path(run_dir) / CACHE_NAME
-        self.context = context
-
-    def on_evaluation(self, search, record):
-        append_records(self.path, self.context, [record])
-
-
-def read_cache_files(files, evaluator) -> dict:
-    """The entries of ``--cache`` files that fit this run (checked before anything is written)."""
-    entries: dict = {}
-    for name in files or ():
-        for key, record in load_cache_file(name, evaluator, "--cache file").items():
-            entries.setdefault(key, record)
-    return entries
-
-
-def preload_cache(search, run_dir: Path, imported: dict) -> int:
-    """Fill ``search.cache`` from the run folder's ``cache.jsonl`` and from ``imported`` entries (of
-    ``--cache`` files); entries already in the cache win. Imported entries are appended to this run's
-    ``cache.jsonl`` so the folder stays self-contained. Returns the number of entries added."""
-    own_path = Path(run_dir) / CACHE_NAME
-    repair_jsonl_tail(own_path)
-    own = load_cache_file(own_path, search.evaluator) if own_path.exists() else {}
-    new = {key: record for key, record in imported.items() if key not in own}
-    if new:
-        append_records(own_path, search.evaluator.context, new.values())
-    added = 0
-    for key, record in {**new, **own}.items():
-        if key not in search.cache:
-            search.cache[key] = record
-            added += 1
-    if added:
-        log.info("evaluation cache: %d scored architecture(s) loaded; they will not be trained again", added)
-    return added

@@ -1,7 +1,9 @@
-"""What each ``nasdip`` subcommand does (argument parsing lives in cli.py)."""
+"""What each ``nasdip`` subcommand does (argument parsing lives in cli.py). Searches are built by
+``compose.build_search`` and finished through ``api.SearchResult``, like the Python API's."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import platform
 import sys
@@ -9,18 +11,17 @@ from pathlib import Path
 
 import torch
 
-from . import __version__, metrics
+from . import __version__
+from .api import SearchResult
 from .architecture import Architecture
-from .backends import check_backend, make_backend, torch_threads
+from .compose import RestoreConfig, SearchConfig, build_search, start_backend
 from .errors import GenomeError, UserError
-from .fidelity import make_fidelity, patience_for
-from .finalists import finalist_table, make_finalists
-from .fitness import Evaluator, FitnessSettings, derive_seed, final_budget
 from .genome import GenomeSpec, classical_dip
 from .image_io import save_image
-from .problem import build_task
+from .problem import Inputs, build_task
 from .registry import ALGORITHMS, OPERATORS, TASKS
-from .runfolder import prepare_run_dir, read_json, write_json
+from .restoration import Restoration, restore as restore_fits
+from .runfolder import RunLock, prepare_run_dir, read_json, result_entry, write_json
 
 log = logging.getLogger("nasdip")
 
@@ -30,9 +31,39 @@ def run(args: argparse.Namespace) -> int:
             "report": report}[args.command](args)
 
 
-# -- shared pieces --------------------------------------------------------------------------------
-def make_spec(args) -> GenomeSpec:
-    return GenomeSpec(levels=args.levels, evolve_iterations=getattr(args, "evolve_iterations", False))
+def resume_hint(args: argparse.Namespace) -> str:
+    """How to continue an interrupted search, for the interruption message."""
+    run_dir = getattr(args, "run_dir_in_use", None)
+    if getattr(args, "command", None) != "search" or run_dir is None:
+        return ""
+    return f"; continue it with: nasdip search --resume {run_dir}"
+
+
+# -- from arguments to values -----------------------------------------------------------------------
+def config_from_args(args: argparse.Namespace, cls):
+    """A ``SearchConfig`` or ``RestoreConfig`` from parsed arguments (fields the parser has)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+    if cls is SearchConfig:
+        values["seed_classical"] = not getattr(args, "no_classical_seed", False)
+    return cls(**values)
+
+
+def task_from_args(args: argparse.Namespace, levels: int):
+    """The task of ``--task`` with the options given for it; an option of another task is an error."""
+    cls = TASKS.get(args.task)
+    own = {o.name for o in cls.OPTIONS}
+    given = {}
+    for entry in TASKS.entries():
+        for option in entry.obj.OPTIONS:
+            if option.name in vars(args) and option.name not in given:
+                if option.name not in own:
+                    owners = [e.name for e in TASKS.entries() if any(o.name == option.name for o in e.obj.OPTIONS)]
+                    raise UserError(f"{option.flag} applies to task {', '.join(owners)}, not {cls.name}")
+                given[option.name] = getattr(args, option.name)
+    inputs = Inputs(image=args.image, observed=args.observed, clean=args.clean, crop=args.crop)
+    if args.crop is not None and args.crop < 0:
+        raise UserError(f"--crop must be >= 0 (0 = no crop), got {args.crop}")
+    return build_task(cls, given, inputs, levels, args.seed)
 
 
 def write_inputs(task, run_dir: Path) -> dict:
@@ -44,30 +75,18 @@ def write_inputs(task, run_dir: Path) -> dict:
     return task.quality(task.preview(), task.clean) if task.preview().shape == task.clean.shape else {}
 
 
-def final_fit(arch: Architecture, task, iterations: int, args, run_dir: Path, label: str,
-              picture: str = "restored.png", exact: bool = False) -> dict:
-    """Fit ``arch`` on all observed pixels and write ``picture``; returns a JSON-able summary.
-    ``iterations`` is a budget: an architecture that evolved its share of it trains for that share
-    (``exact``: ``iterations`` steps, already chosen for this architecture)."""
-    from .fit import fit
-
-    iterations = iterations if exact else arch.iterations_within(iterations)
-    seed = derive_seed(args.seed, arch.key())  # the seed its search fit used, so reference scores match
-    with torch_threads(getattr(args, "threads", None)):  # and the search's thread count (CPU results depend on it)
-        result = fit(arch, task, iterations, device=args.device, seed=seed)
-    save_image(result.restored, run_dir / picture)
-    summary = {"label": label, "picture": picture, "iterations": result.iterations, "seconds": round(result.seconds, 3),
-               "device": result.device, "seed": seed, **result.metrics,
-               "psnr_history": result.psnr_history, "loss_final": result.loss_history[-1]}
-    return summary
+def save_restoration(restoration: Restoration, run_dir: Path, label: str, picture: str) -> dict:
+    save_image(restoration.image, run_dir / picture)
+    return {"label": label, "picture": picture, **restoration.summary()}
 
 
 def print_quality(label: str, summary: dict, degraded: dict) -> None:
+    ensemble = f" (average of {summary['ensemble']} fits)" if summary.get("ensemble", 1) > 1 else ""
     if "psnr" in summary:
         base = f" (degraded {degraded['psnr']:.2f} dB)" if "psnr" in degraded else ""
-        print(f"{label}: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}{base}")
+        print(f"{label}{ensemble}: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}{base}")
     else:
-        print(f"{label}: restored (no clean image given, so no PSNR)")
+        print(f"{label}{ensemble}: restored (no clean image given, so no PSNR)")
 
 
 def environment() -> dict:
@@ -75,119 +94,102 @@ def environment() -> dict:
             "platform": platform.platform(), "cuda": torch.cuda.is_available(), "argv": sys.argv}
 
 
+def check_applies(args: argparse.Namespace, config: SearchConfig, task) -> None:
+    """Options given for something this run does not do are errors, not silently dropped."""
+    given = set(getattr(args, "given_options", ()))
+    if "holdout" in given and config.fitness_mode(task) != "blind":
+        raise UserError("--holdout applies to blind fitness; this run uses reference fitness (give --fitness blind)")
+    if "cost" in given and not ALGORITHMS.get(str(config.algorithm).partition(":")[0]).multi_objective:
+        raise UserError(f"--cost is the second objective of a multi-objective algorithm (nsga2), not of "
+                        f"{config.algorithm}")
+    if "finalist_repeats" in given and not config.finalists:
+        raise UserError("--finalist-repeats applies with --finalists N")
+
+
 # -- search ---------------------------------------------------------------------------------------
 def search(args) -> int:
-    from . import checkpoint
-    from .operators import bind_operator  # noqa: F401  (package dir operators/)
-    from .search import make_toolbox
+    from . import cache, checkpoint, hooks, resume
 
-    state = None
-    if getattr(args, "resume", None):
-        args, state = checkpoint.resume_arguments(args)  # reads only; the run folder is left as it is
-    spec = make_spec(args)
-    algorithm_cls = ALGORITHMS.get(args.algorithm)
-    mode = args.fitness
-    task = build_task(args, spec.levels, args.seed)
-    if mode == "auto":
-        mode = "reference" if task.clean is not None else "blind"
-    objectives = ("quality", args.cost) if algorithm_cls.multi_objective else ("quality",)
-    settings = FitnessSettings(mode=mode, iterations=args.iterations, holdout=args.holdout, seed=args.seed,
-                               device=args.device, objectives=objectives, threads=args.threads,
-                               timeout=args.eval_timeout, fidelity=getattr(args, "fidelity", "full"),
-                               early_stop=patience_for(getattr(args, "fidelity", "full"),
-                                                       getattr(args, "early_stop", None)),
-                               precision=getattr(args, "precision", "fp32"),
-                               channels_last=getattr(args, "channels_last", False),
-                               cuda_graph=getattr(args, "cuda_graph", True))
-    make_fidelity(settings.fidelity)  # check the choice before any file is written
-    check_backend(args.backend, args.workers)
-    evaluator = Evaluator(spec, task, settings)
-    algorithm = algorithm_cls(cxpb=args.cxpb, mutpb=args.mutpb, lambda_=args.lambda_)
-    toolbox = make_toolbox(spec, evaluator, len(objectives))
-    operators = {
-        "crossover": bind_operator(toolbox, "mate", args.crossover, "crossover", spec),
-        "mutation": bind_operator(toolbox, "mutate", args.mutation, "mutation", spec),
-        "selection": bind_operator(toolbox, "select", args.selection or algorithm_cls.default_selection,
-                                   "selection", spec),
-    }
-    algorithm_cls.check_selection(operators["selection"]["name"], toolbox.select.func)
-    imported = checkpoint.read_cache_files(args.cache, evaluator)
+    original, state, resuming = args, None, bool(getattr(args, "resume", None))
+    if resuming:
+        args, state = resume.resume_arguments(args)  # reads only; the run folder is left as it is
+    config = config_from_args(args, SearchConfig)
+    task = task_from_args(args, config.levels)
+    check_applies(args, config, task)
+    run = build_search(config, task)  # checks the device, the parts and their parameters: nothing written yet
+    evaluator = run.evaluator
+    imported = cache.read_cache_files(args.cache, evaluator)
     if state is not None:
-        run_dir = Path(args.resume)
-        checkpoint.check_context(state, evaluator, run_dir)
-        degraded = checkpoint.record_resume(run_dir, args, state)  # the last check; then config.json notes it
-        log.info("resuming %s after generation %d (of %d)", run_dir, state["generation"], args.generations)
-        return run_search(args, run_dir, degraded, state, imported, task, evaluator, toolbox, algorithm)
-    run_dir = prepare_run_dir(args.out, args.force, "search")
-    degraded = write_inputs(task, run_dir)
-    config = {"command": "search", "task": task.describe(), "image": args.image, "observed": args.observed,
-              "clean": args.clean, "crop": args.crop, "spec": spec.to_dict(), "fitness": evaluator.describe(),
-              "algorithm": algorithm.describe(), "operators": operators, "population": args.population,
-              "generations": args.generations, "seed": args.seed, "hof_size": args.hof_size,
-              "seed_classical": not args.no_classical_seed, "init_spread": args.init_spread, "degraded": degraded,
-              "environment": environment(),
-              "arguments": checkpoint.saved_settings(args, run_dir)}
-    write_json(run_dir / "config.json", config)
-    log.info("search: task %s, %s fitness, %s, population %d, %d generations, %d iterations per fit -> %s",
-             task.name, mode, algorithm.name, args.population, args.generations, args.iterations, run_dir)
-    return run_search(args, run_dir, degraded, state, imported, task, evaluator, toolbox, algorithm)
+        resume.check_context(state, evaluator, Path(args.resume))
+    run_dir = Path(args.resume) if resuming else prepare_run_dir(args.out, args.force, "search")
+    with RunLock(run_dir):
+        original.run_dir_in_use = str(run_dir)
+        if resuming:
+            degraded = resume.record_resume(run_dir, args, state)  # the last check; then config.json notes it
+            after = "before its first checkpoint" if state is None else f"after generation {state['generation']}"
+            log.info("resuming %s %s (of %d generations)", run_dir, after, args.generations)
+        else:
+            degraded = write_inputs(task, run_dir)
+            write_json(run_dir / "config.json", {
+                "command": "search", "task": task.describe(), "image": args.image, "observed": args.observed,
+                "clean": args.clean, "crop": args.crop, "size": list(task.output_size), "spec": run.spec.to_dict(),
+                "fitness": evaluator.describe(), "algorithm": run.algorithm.describe(), "operators": run.operators,
+                "population": config.population, "generations": config.generations, "seed": config.seed,
+                "hof_size": config.hof_size, "seed_classical": config.seed_classical,
+                "init_spread": config.init_spread, "ensemble": config.ensemble, "degraded": degraded,
+                "environment": environment(), "arguments": resume.saved_settings(args, run_dir)})
+            log.info("search: task %s, %s fitness, %s, population %d, %d generations, %d iterations per fit, "
+                     "candidates scored on %s -> %s", task.name, evaluator.settings.mode, run.algorithm.name,
+                     config.population, config.generations, config.iterations, _proxy_text(evaluator), run_dir)
+        run.hooks = [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
+                     checkpoint.CheckpointHook(run_dir, resume.saved_settings(args, run_dir)),
+                     hooks.ProgressHook(quiet=args.quiet, generations=config.generations)]
+        if state is not None:
+            for name in ("evaluations.jsonl", "errors.jsonl"):
+                cache.repair_jsonl_tail(run_dir / name)
+            checkpoint.restore(run, state, rng=False)
+        cache.preload_cache(run, run_dir, imported, resuming=resuming)
+        with start_backend(config, evaluator) as backend:
+            log.info("evaluation backend: %s with %d worker(s)", backend.name, backend.workers)
+            run.toolbox.register("map", backend.map)
+            if state is not None:
+                checkpoint.set_rng_states(state["rng"])  # last: nothing may draw between here and the next generation
+            run.run()
+            return finish_search(SearchResult(run, config, task), args, run_dir, degraded, backend.map)
 
 
-def run_search(args, run_dir: Path, degraded: dict, state, imported: dict, task, evaluator, toolbox,
-               algorithm) -> int:
-    """Run (or, given a checkpoint ``state``, continue) the search with its hooks, then finish it."""
-    from . import checkpoint, hooks
-    from .search import Search, max_generations
-
-    run = Search(spec=evaluator.spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
-                 population_size=args.population, termination=max_generations(args.generations), seed=args.seed,
-                 archive_size=args.hof_size, seed_classical=not args.no_classical_seed,
-                 init_spread=getattr(args, "init_spread", None),
-                 finalists=make_finalists(getattr(args, "finalists", 0) or 0,  # settings saved before --finalists
-                                          getattr(args, "finalist_repeats", 2)),
-                 fidelity=make_fidelity(evaluator.settings.fidelity),
-                 hooks=[hooks.ResultsWriter(run_dir), checkpoint.CacheFile(run_dir, evaluator.context),
-                        checkpoint.CheckpointHook(run_dir, checkpoint.saved_settings(args, run_dir)),
-                        hooks.ProgressHook(quiet=args.quiet, generations=args.generations)])
-    if state is not None:
-        for name in ("evaluations.jsonl", "errors.jsonl"):
-            checkpoint.repair_jsonl_tail(run_dir / name)
-        checkpoint.restore(run, state, rng=False)
-    checkpoint.preload_cache(run, run_dir, imported)
-    backend = make_backend(args.backend, args.workers, args.threads, args.eval_timeout, lost=evaluator.lost_record,
-                           device=args.device)
-    log.info("evaluation backend: %s with %d worker(s)", backend.name, backend.workers)
-    toolbox.register("map", backend.map)
-    if state is not None:
-        checkpoint.set_rng_states(state["rng"])  # last: nothing may draw between here and the next generation
-    try:
-        run.run()
-    finally:
-        backend.close()
-    return finish_search(run, task, args, run_dir, degraded)
+def _proxy_text(evaluator) -> str:
+    problems = evaluator.problems
+    if len(problems) == 1 and problems[0] is evaluator.task:
+        return "the whole image"
+    h, w = problems[0].output_size
+    return f"{len(problems)} crop(s) of {w}x{h} px"
 
 
-def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
-    from .runfolder import result_entry
-
+def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map_fn) -> int:
+    run, config = result.search, result.config
     best = run.best()
-    arch = run.spec.decode(best)
+    arch = result.best
     log.info("best architecture: %s", arch.summary())
-    iterations, exact = final_budget(run.record_for(best), args.iterations, args.final_iterations)
-    final = final_fit(arch, task, iterations, args, run_dir, "best found", exact=exact)
-    entry = result_entry(run, best)
+    steps, exact = result.final_iterations()
+    iterations = steps if exact else arch.iterations_within(steps)
+    h, w = result.task.output_size
+    log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image", config.ensemble,
+             iterations, w, h)
+    restoration = result.restore(iterations=iterations, map_fn=map_fn)
+    final = save_restoration(restoration, run_dir, "best found", "restored.png")
     totals = run.totals
-    log.info("compute: %d fits, %d DIP iterations, %.1f fit seconds, %d cache hits, %d duplicates, %d failed",
-             totals.fits, totals.iterations, totals.fit_seconds, totals.cache_hits, totals.duplicates,
-             totals.failures)
-    best_json = {**entry, "spec": run.spec.to_dict(), "task": task.describe(),
+    log.info("compute: %d fits, %d DIP iterations, %.1f fit seconds, %d cache hits, %d duplicates, %d varied again, "
+             "%d failed", totals.fits, totals.iterations, totals.fit_seconds, totals.cache_hits, totals.duplicates,
+             totals.revaried, totals.failures)
+    best_json = {**result_entry(run, best), "spec": run.spec.to_dict(), "task": result.task.describe(),
                  "fitness_mode": run.evaluator.settings.mode, "final": final,
                  "psnr": final.get("psnr"), "ssim": final.get("ssim"), "degraded_psnr": degraded.get("psnr"),
-                 "compute": {"fits": totals.fits, "iterations": totals.iterations,
-                             "fit_seconds": round(totals.fit_seconds, 3), "cache_hits": totals.cache_hits,
-                             "failures": totals.failures, "duplicates": totals.duplicates},
-                 "baseline": classical_baseline(run, task, args, run_dir, arch, final),
-                 "finalists": finalist_table(run)}
+                 "compute": {**dataclasses.asdict(totals), "fit_seconds": round(totals.fit_seconds, 3),
+                             "final_iterations": restoration.iterations * restoration.ensemble,
+                             "final_seconds": round(restoration.seconds, 3)},
+                 "baseline": classical_baseline(result, args, run_dir, arch, final, map_fn),
+                 "finalists": run.finalist_table()}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)
@@ -196,20 +198,20 @@ def finish_search(run, task, args, run_dir: Path, degraded: dict) -> int:
     return 0
 
 
-def classical_baseline(run, task, args, run_dir: Path, best_arch: Architecture, best_final: dict) -> dict | None:
-    """Classical DIP for the report. With ``--baseline-fit``: a final fit with the best's budget
+def classical_baseline(result: SearchResult, args, run_dir: Path, best_arch: Architecture, best_final: dict,
+                       map_fn) -> dict | None:
+    """Classical DIP for the report. With ``--baseline-fit``: final fits with the best's budget
     (baseline.png). Otherwise its search fit's score from the cache (it is individual 0 of the first
     population unless ``--no-classical-seed``), without a picture; when the best *is* classical DIP,
     the best's final fit. None when the run never scored it."""
+    run = result.search
     arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
     if arch == best_arch:
         return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
     if getattr(args, "baseline_fit", False):
-        iterations, exact = final_budget(record, args.iterations, args.final_iterations)
-        summary = final_fit(arch, task, iterations, args, run_dir, "classical DIP", picture="baseline.png",
-                            exact=exact)
-        return {**summary, "source": "final fit"}
+        restoration = result.restore(architecture=arch, iterations=best_final["iterations"], map_fn=map_fn)
+        return {**save_restoration(restoration, run_dir, "classical DIP", "baseline.png"), "source": "final fit"}
     if record is None:
         return None
     return {"label": "classical DIP", "source": "search fit", "picture": None, "iterations": record["iterations"],
@@ -231,8 +233,9 @@ def report(args) -> int:
 
 
 # -- restore / baseline ---------------------------------------------------------------------------
-def load_genome(path: str, levels: int) -> tuple[GenomeSpec, list[int]]:
-    """bits and spec from best.json, a hall-of-fame/Pareto list (first entry) or a bare bit list."""
+def load_genome(path: str) -> tuple[GenomeSpec | None, list[int]]:
+    """bits and spec (None when the file has none) from best.json, a hall-of-fame/Pareto list (first
+    entry) or a bare bit list."""
     data = read_json(path, "genome file")
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]
@@ -245,18 +248,22 @@ def load_genome(path: str, levels: int) -> tuple[GenomeSpec, list[int]]:
     if not isinstance(bits, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
         raise GenomeError(f"genome file {path!r}: 'bits' must be a list of 0/1 integers")
     try:
-        spec = GenomeSpec.from_dict(spec_data) if isinstance(spec_data, dict) else GenomeSpec(levels=levels)
+        spec = GenomeSpec.from_dict(spec_data) if isinstance(spec_data, dict) else None
     except (TypeError, ValueError) as exc:
         raise GenomeError(f"genome file {path!r}: bad 'spec' entry ({exc})") from None
-    try:
-        spec.check_bits(bits)
-    except GenomeError as exc:
-        raise GenomeError(f"genome file {path!r}: {exc}") from None
     return spec, bits
 
 
 def restore(args) -> int:
-    spec, bits = load_genome(args.genome, args.levels)
+    spec, bits = load_genome(args.genome)
+    if spec is not None and args.levels is not None and args.levels != spec.levels:
+        raise UserError(f"--levels {args.levels} does not apply: the genome in {args.genome!r} has {spec.levels} "
+                        f"levels (leave --levels out)")
+    spec = spec or GenomeSpec(levels=args.levels or 5)
+    try:
+        spec.check_bits(bits)
+    except GenomeError as exc:
+        raise GenomeError(f"genome file {args.genome!r}: {exc}") from None
     return restore_with(spec.decode(bits), spec.levels, args, "restore", "restored")
 
 
@@ -265,15 +272,21 @@ def baseline(args) -> int:
 
 
 def restore_with(arch: Architecture, levels: int, args, command: str, label: str) -> int:
-    task = build_task(args, levels, args.seed)
+    config = config_from_args(args, RestoreConfig)
+    task = task_from_args(args, levels)
+    runner = config.runner()
     run_dir = prepare_run_dir(args.out, args.force, command)
-    degraded = write_inputs(task, run_dir)
-    log.info("%s: %s on task %s, %d iterations -> %s", command, arch.summary(), task.name, args.iterations, run_dir)
-    summary = final_fit(arch, task, args.iterations, args, run_dir, label)
-    write_json(run_dir / "summary.json", {"command": command, "task": task.describe(), "image": args.image,
-                                           "observed": args.observed, "crop": args.crop,
-                                           "architecture": arch.to_dict(), "degraded": degraded,
-                                           "result": summary, "environment": environment()})
+    with RunLock(run_dir):
+        degraded = write_inputs(task, run_dir)
+        log.info("%s: %s on task %s, %d fit(s) of %d iterations -> %s", command, arch.summary(), task.name,
+                 config.ensemble, config.iterations, run_dir)
+        restoration = restore_fits(arch, task, runner, arch.iterations_within(config.iterations),
+                                   run_seed=config.seed, ensemble=config.ensemble)
+        summary = save_restoration(restoration, run_dir, label, "restored.png")
+        write_json(run_dir / "summary.json", {"command": command, "task": task.describe(), "image": args.image,
+                                               "observed": args.observed, "crop": args.crop,
+                                               "architecture": arch.to_dict(), "degraded": degraded,
+                                               "result": summary, "environment": environment()})
     print_quality(label, summary, degraded)
     print(f"results in {run_dir}")
     return 0
@@ -281,13 +294,20 @@ def restore_with(arch: Architecture, levels: int, args, command: str, label: str
 
 # -- list -----------------------------------------------------------------------------------------
 def list_registered(args) -> int:
-    registries = (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS))
+    from .fidelity import FIDELITIES
+    from .proxy import PROXIES
+
+    registries = (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS), ("fidelities", FIDELITIES),
+                  ("proxies", PROXIES))
     width = max([16] + [len(name) for _, registry in registries for name in registry.names()])
     for title, registry in registries:
         print(f"{title}:")
         for entry in registry.entries():
             kind = f"[{entry.kind}] " if entry.kind else ""
             print(f"  {entry.name:<{width}} {kind}{entry.summary}")
+            for option in getattr(entry.obj, "OPTIONS", ()) if registry is TASKS else ():
+                default = f" (default {option.default})" if option.default is not None else ""
+                print(f"  {'':<{width}}   {option.flag}: {option.help}{default}")
         for name, error in registry.plugin_errors.items():
             print(f"  {name:<{width}} (plugin failed to load: {error})")
     return 0

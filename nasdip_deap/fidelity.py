@@ -14,33 +14,46 @@ compute.
 held-out score (``--early-stop``, on by default here, keeping the fit's best output) or when its
 running best is clearly behind the best fit so far. With no earlier fit to compare with (the first
 generation), the first candidate (classical DIP, when the search seeds it) is fitted alone first, and its
-curve judges the rest. Measured on DIP: a rung's score after a small share of the budget ranks
-candidates *against* their final order (fast fitters overfit the noise sooner), so a fit's own curve is
-the better judge of when to stop.
+curve judges the rest. On DIP a rung's score after a small share of the budget can rank candidates
+against their final order (fast fitters overfit the noise sooner; docs/results.md), so a fit's own
+curve is the better judge of when to stop.
 """
 from __future__ import annotations
 
 import functools
 import math
 from dataclasses import dataclass
+from typing import Callable, Iterable
 
 from .errors import UserError
+from .params import PROBABILITY, Param, make_part
 from .registry import Registry
 
 FIDELITIES = Registry("fidelity", "nasdip_deap.fidelities")
 
 
 def spent(records: list[dict]) -> dict:
-    """Compute of a list of fit records: fits, DIP iterations, fit seconds."""
+    """Compute of a list of fit records: fits, DIP iterations, fit seconds, pixel steps."""
     return {"fits": len(records), "iterations": sum(r["iterations"] for r in records),
-            "seconds": sum(r["seconds"] for r in records)}
+            "seconds": sum(r["seconds"] for r in records),
+            "pixel_steps": sum(r.get("pixel_steps", 0) for r in records)}
 
 
-def reference_curve(search, iterations: int, include_stopped: bool = False):
-    """The score curve of the best ``iterations``-budget fit in the cache that ran to its end (or, with
-    ``include_stopped``, that stopped early too), if any: what ``CurveStopper`` compares a fit with."""
+@dataclass(frozen=True)
+class EvaluationContext:
+    """What a fidelity schedule sees of a search: the evaluator (``record``, ``settings``), the
+    ``map`` that runs fits on the search's backend, and the records scored so far."""
+
+    evaluator: object
+    map: Callable
+    records: Callable[[], Iterable[dict]]
+
+
+def reference_curve(records: Iterable[dict], iterations: int, include_stopped: bool = False):
+    """The score curve of the best ``iterations``-budget fit among ``records`` that ran to its end (or,
+    with ``include_stopped``, that stopped early too), if any: what ``CurveStopper`` compares a fit with."""
     best = None
-    for rec in search.cache.values():
+    for rec in records:
         fid = rec.get("fidelity")
         if rec.get("error") or not rec.get("curve") or not fid or fid["iterations"] != iterations:
             continue
@@ -59,20 +72,21 @@ class FullFidelity:
     def describe(self) -> dict:
         return {"name": "full"}
 
-    def evaluate(self, search, bits: list[list[int]]):
+    def evaluate(self, ctx: EvaluationContext, bits: list[list[int]]):
         """Yield one final record per genome, in order (lazily, so progress shows as fits finish)."""
-        for record in search.toolbox.map(search.evaluator.record, bits):
+        for record in ctx.map(ctx.evaluator.record, bits):
             record["spent"] = spent([record])
             yield record
 
 
-@FIDELITIES.register("adaptive")
+@FIDELITIES.register("adaptive", params={"curve_margin": Param(float, low=0), "curve_warmup": PROBABILITY,
+                                         "pilot": Param(int, low=0)})
 @dataclass
 class AdaptiveFidelity:
     """One fit per candidate, stopped by its own curve: the plateau of its held-out score (early
     stopping, which keeps the best output) or, from ``curve_warmup`` of the budget on, a running best
     ``curve_margin`` dB behind the best fit of earlier generations. Defaults chosen by replaying the
-    learning curves of 40 architectures (48 px, 600 iterations; benchmarks/learning_curves.py, README).
+    learning curves of 40 architectures (benchmarks/learning_curves.py; docs/results.md).
     ``pilot``: with no earlier fit to compare with, the first ``pilot`` candidates are fitted first, on
     their own, so that the others are compared with them (0: the first generation runs unchecked)."""
 
@@ -91,22 +105,23 @@ class AdaptiveFidelity:
         return {"name": "adaptive", "curve_margin": self.curve_margin, "curve_warmup": self.curve_warmup,
                 "pilot": self.pilot}
 
-    def evaluate(self, search, bits: list[list[int]]):
-        budget = search.evaluator.settings.iterations
-        first = self.pilot if reference_curve(search, budget, include_stopped=True) is None else 0
+    def evaluate(self, ctx: EvaluationContext, bits: list[list[int]]):
+        budget = ctx.evaluator.settings.iterations
+        first = self.pilot if reference_curve(ctx.records(), budget, include_stopped=True) is None else 0
         for batch in (bits[:first], bits[first:]):  # the pilot's records enter the cache before the rest
             if not batch:
                 continue
-            reference = reference_curve(search, budget, include_stopped=True)
-            record = functools.partial(search.evaluator.record, reference_curve=reference,
+            reference = reference_curve(ctx.records(), budget, include_stopped=True)
+            record = functools.partial(ctx.evaluator.record, reference_curve=reference,
                                        curve_margin=self.curve_margin, curve_warmup=self.curve_warmup)
-            for rec in search.toolbox.map(record, batch):
+            for rec in ctx.map(record, batch):
                 rec["fidelity"] = {"name": "adaptive", "iterations": budget, "budget": budget}
                 rec["spent"] = spent([rec])
                 yield rec
 
 
-@FIDELITIES.register("halving")
+@FIDELITIES.register("halving", params={"eta": Param(int, low=2), "rungs": Param(int, low=1),
+                                        "curve_margin": Param(float, low=0)})
 @dataclass
 class SuccessiveHalving:
     """Successive halving within each generation: cheap fits for all, the full budget for the best."""
@@ -125,16 +140,16 @@ class SuccessiveHalving:
     def budgets(self, iterations: int) -> list[int]:
         return [max(1, round(iterations / self.eta ** (self.rungs - 1 - r))) for r in range(self.rungs)]
 
-    def evaluate(self, search, bits: list[list[int]]):
-        budgets = self.budgets(search.evaluator.settings.iterations)
+    def evaluate(self, ctx: EvaluationContext, bits: list[list[int]]):
+        budgets = self.budgets(ctx.evaluator.settings.iterations)
         alive = list(range(len(bits)))
         history: dict[int, list[dict]] = {i: [] for i in alive}
         for rung, iterations in enumerate(budgets):
             last = rung == len(budgets) - 1
-            reference = reference_curve(search, iterations) if last else None
-            record = functools.partial(search.evaluator.record, iterations=iterations, reference_curve=reference,
+            reference = reference_curve(ctx.records(), iterations) if last else None
+            record = functools.partial(ctx.evaluator.record, iterations=iterations, reference_curve=reference,
                                        curve_margin=self.curve_margin)
-            for i, rec in zip(alive, search.toolbox.map(record, [bits[i] for i in alive])):
+            for i, rec in zip(alive, ctx.map(record, [bits[i] for i in alive])):
                 rec["fidelity"] = {"rung": rung, "iterations": iterations, "budget": budgets[-1]}
                 history[i].append(rec)
             if last:
@@ -168,20 +183,13 @@ class SuccessiveHalving:
                 rec["objectives"] = {**rec["objectives"], "quality": rec["fitness"][0]}
 
 
-def patience_for(fidelity_text: str, early_stop: int | None) -> int | None:
+def patience_for(fidelity, early_stop: int | None) -> int | None:
     """The early-stop patience a run uses: the user's, else the fidelity's default (adaptive: 3)."""
     if early_stop is not None:
         return early_stop
-    return getattr(type(make_fidelity(fidelity_text)), "default_patience", None)
+    return getattr(fidelity, "default_patience", None)
 
 
-def make_fidelity(text: str):
-    """``"halving"`` or ``"halving:eta=4,rungs=3"`` -> a fidelity strategy."""
-    from .operators.binding import parse_operator  # the same NAME:key=value syntax as operators
-
-    name, params = parse_operator(text)
-    cls = FIDELITIES.get(name)
-    try:
-        return cls(**params)
-    except TypeError as exc:
-        raise UserError(f"bad parameters for fidelity {name!r}: {exc}") from None
+def make_fidelity(choice):
+    """``"halving"``, ``"halving:eta=4,rungs=3"``, a fidelity class or a fidelity object -> a fidelity."""
+    return make_part(FIDELITIES, choice, "fidelity")

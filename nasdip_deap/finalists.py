@@ -1,7 +1,7 @@
 """Choosing the final architecture when one fit's score is noisy: re-fit the finalists.
 
 A DIP fit's score depends on its seed (weights, input noise) and, for blind fitness, on which pixels
-were held out; at small sizes the spread between seeds reaches 1 dB (super-resolution x4 on 48 px).
+were held out, and at small sizes the spread between seeds is large (docs/results.md).
 The search keeps the best *single* score, so its winner is partly luck (the winner's curse). With
 ``Finalists(count, repeats)`` the ``count`` best hall-of-fame architectures are fitted ``repeats``
 more times, each with a new seed and, for blind fitness, new held-out pixels, and the search's
@@ -9,12 +9,10 @@ more times, each with a new seed and, for blind fitness, new held-out pixels, an
 """
 from __future__ import annotations
 
-import functools
 import statistics
 from dataclasses import dataclass
 
 from .errors import UserError
-from .fidelity import spent
 
 
 def make_finalists(count: int, repeats: int = 2):
@@ -37,18 +35,15 @@ class Finalists:
         """The finalists: the best ``count`` entries of the hall of fame by their (first) quality score."""
         return sorted(archive, key=lambda ind: ind.fitness.values[0], reverse=True)[:self.count]
 
-    def run(self, search) -> None:
-        """Fit what is missing (a resumed run keeps the re-fits it already has) and record them in
-        ``search.replicates`` as ``{cache key: [record, ...]}``."""
+    def plan(self, archive, key_of, replicates: dict) -> list[tuple[str, list[int], int]]:
+        """The re-fits still to do, as (cache key, bits, replicate number): a resumed run keeps the
+        re-fits it already has in ``replicates`` ({cache key: [record, ...]})."""
         jobs = []
-        for ind in self.choose(search.archive):
-            key = search.cache_key(ind)
-            have = len(search.replicates.get(key, []))
+        for ind in self.choose(archive):
+            key = key_of(ind)
+            have = len(replicates.get(key, []))
             jobs += [(key, list(ind), r) for r in range(have + 1, self.repeats + 1)]
-        refit = functools.partial(refit_replicate, search.evaluator)
-        for (key, _, _), record in zip(jobs, search.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
-            search.replicates.setdefault(key, []).append(record)
-            search.totals.charge(spent([record]), record["error"] is not None)
+        return jobs
 
 
 def refit_replicate(evaluator, job: tuple) -> dict:
@@ -57,24 +52,7 @@ def refit_replicate(evaluator, job: tuple) -> dict:
     return evaluator.record(bits, replicate=replicate)
 
 
-def mean_quality(search, individual) -> float:
-    """The individual's quality score averaged over its search fit and its re-fits (a failed re-fit
+def mean_score(first: float, refits: list[dict]) -> float:
+    """A finalist's quality averaged over its search fit (``first``) and its re-fits (a failed re-fit
     counts with the worst score, as a failed search fit would)."""
-    scores = [individual.fitness.values[0]]
-    scores += [r["fitness"][0] for r in search.replicates.get(search.cache_key(individual), [])]
-    return statistics.mean(scores)
-
-
-def finalist_table(search) -> list[dict]:
-    """What the choice rested on, best mean first: each re-fitted finalist's scores (search fit first)
-    and their mean, with the true PSNR of each fit where a clean image was known (never used)."""
-    rows = []
-    for ind in search.archive:
-        key = search.cache_key(ind)
-        if key not in search.replicates:
-            continue
-        records = [search.record_for(ind)] + search.replicates[key]
-        rows.append({"key": records[0]["key"], "summary": search.spec.decode(ind).summary(),
-                     "scores": [r["fitness"][0] for r in records], "mean": mean_quality(search, ind),
-                     "true_psnr": [r["metrics"].get("psnr") for r in records]})
-    return sorted(rows, key=lambda row: row["mean"], reverse=True)
+    return statistics.mean([first] + [r["fitness"][0] for r in refits])

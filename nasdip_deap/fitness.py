@@ -6,51 +6,58 @@ Fitness modes:
 - ``blind``: a random ``holdout`` share of the observed pixels is kept out of the DIP loss and the
   fit is scored by its PSNR on them. No ground truth is used; when it is known, the true PSNR is
   still recorded beside the blind score so the two can be compared.
+
+A candidate is fitted on each problem of the run's proxy (the whole image, or crops of it) and scored
+by the mean over them. A fit that fails because of the architecture (a non-finite loss, a degenerate
+network) is an architecture's score and is cached; one that fails because of the machine (out of
+memory, a time limit, a lost worker, an unusable device) is recorded with ``failure: "machine"`` and
+never cached, so a later run fits it again.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
+import statistics
 import time
 import traceback
 from dataclasses import asdict, dataclass
 
 import torch
 
-from .backends import current_worker, torch_threads
+from .engine import FitResult, FitTimeout, copy_task_without_clean, resolve_device
 from .errors import UserError
-from .fit import EngineOptions, FitResult, FitTimeout, copy_task_without_clean, fit
 from .genome import GenomeSpec
-from .network import build_network, count_parameters
+from .memory import OutOfMemory, check_memory, is_out_of_memory
+from .proxy import WholeImage
+from .runner import FitRunner, derive_seed, fit_seed
 from .stopping import AnyStopper, CurveStopper, PlateauStopper
+from .workers import current_worker
 
 FITNESS_MODES = ("reference", "blind")
-MIN_RELIABLE_HOLDOUT = 50  # held-out pixels; SR x4 on 64 px holds out ~26 and ranks with rho ~0.6-0.7
+MIN_RELIABLE_HOLDOUT = 50  # held-out pixels below which blind fitness ranks noisily (docs/results.md)
 OBJECTIVES = {
     # name: (DEAP weight, worst value for failed fits)
     "quality": (1.0, 0.0),
     "parameters": (-1.0, 1e12),
     "fit_seconds": (-1.0, 1e12),
 }
+MACHINE, ARCHITECTURE = "machine", "architecture"
+_MACHINE_WORDS = ("out of memory", "cuda", "torch not compiled", "fittimeout", "workerlost", "outofmemory",
+                  "can't allocate memory", "device-side", "nccl", "driver")
 
 
 @dataclass(frozen=True)
 class FitnessSettings:
-    """How each genome is scored; part of the evaluation-cache key."""
+    """How each genome is scored; with the runner and the proxy, the evaluation-cache key."""
 
     mode: str = "reference"
-    iterations: int = 400
+    iterations: int = 300
     holdout: float = 0.1
     seed: int = 0
-    device: str = "auto"
     objectives: tuple[str, ...] = ("quality",)
-    threads: int | None = 1  # torch CPU threads per fit: fixed, since it changes CPU results slightly
     timeout: float | None = None  # seconds; a fit still running then fails (worst fitness)
     early_stop: int | None = None  # patience in log points (1/50 of the budget); set, fits keep their best output
     fidelity: str = "full"  # multi-fidelity schedule (see fidelity.py); recorded for the cache key
-    precision: str = "fp32"  # "bf16": bfloat16 autocast on CUDA (CPU fits stay fp32)
-    channels_last: bool = False
-    cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)
 
     def __post_init__(self):
         if self.mode not in FITNESS_MODES:
@@ -62,14 +69,10 @@ class FitnessSettings:
         for name in self.objectives:
             if name not in OBJECTIVES:
                 raise UserError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
-        if self.threads is not None and self.threads < 1:
-            raise UserError(f"--threads must be >= 1, got {self.threads}")
         if self.timeout is not None and not self.timeout > 0:
             raise UserError(f"--eval-timeout must be > 0 seconds, got {self.timeout}")
         if self.early_stop is not None and self.early_stop < 1:
             raise UserError(f"--early-stop must be >= 1 log points, got {self.early_stop}")
-        if self.precision not in ("fp32", "bf16"):
-            raise UserError(f"--precision must be fp32 or bf16, got {self.precision!r}")
 
     @property
     def weights(self) -> tuple[float, ...]:
@@ -80,22 +83,17 @@ class FitnessSettings:
         return tuple(OBJECTIVES[o][1] for o in self.objectives)
 
 
-def derive_seed(*parts: object) -> int:
-    """A 31-bit seed from any parts, stable across processes and machines (unlike ``hash``)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
 def replicate_parts(replicate: int) -> tuple:
-    """Extra seed parts of a finalist's re-fit; none for the search fit, so its seeds stay as they were."""
+    """Extra seed parts of a finalist's re-fit; none for the search fit, so its seed is the final fit's."""
     return ("replicate", replicate) if replicate else ()
 
 
-def make_holdout(task, fraction: float, seed: int, replicate: int = 0) -> torch.Tensor:
+def make_holdout(task, fraction: float, seed: int, replicate: int = 0, problem: int = 0) -> torch.Tensor:
     """A random (1, h, w) mask over ``fraction`` of the task's observed pixels, fixed for the whole run
     so that every architecture is scored on the same held-out pixels (``replicate`` > 0: another
-    draw, for the re-fits of finalists)."""
-    gen = torch.Generator().manual_seed(derive_seed("holdout", seed, *replicate_parts(replicate)))
+    draw, for the re-fits of finalists; ``problem`` > 0: the draw of a proxy's other crops)."""
+    extra = replicate_parts(replicate) + (("problem", problem) if problem else ())
+    gen = torch.Generator().manual_seed(derive_seed("holdout", seed, *extra))
     draw = torch.rand(task.observed_mask.shape, generator=gen) < fraction
     return (draw.float() * (task.observed_mask > 0).float())
 
@@ -105,6 +103,13 @@ def fit_curve(result: FitResult) -> list:
     the true PSNR (rounded; used by multi-fidelity curve stopping and the report)."""
     curve = result.heldout_history or result.psnr_history
     return [(int(step), round(float(score), 4)) for step, score in curve]
+
+
+def mean_curve(curves: list[list]) -> list:
+    """The point-wise mean of score curves logged at the same steps (the proxy's crops)."""
+    if len(curves) == 1:
+        return curves[0]
+    return [(points[0][0], round(statistics.fmean(p[1] for p in points), 4)) for points in zip(*curves)]
 
 
 def final_budget(record: dict | None, iterations: int, final_iterations: int | None = None) -> tuple[int, bool]:
@@ -119,6 +124,25 @@ def final_budget(record: dict | None, iterations: int, final_iterations: int | N
     return iterations, False
 
 
+def failure_kind(exc: BaseException) -> str:
+    """``machine`` for a failure that says nothing about the architecture, else ``architecture``."""
+    if isinstance(exc, (FitTimeout, OutOfMemory)) or is_out_of_memory(exc):
+        return MACHINE
+    text = f"{type(exc).__name__}: {exc}".lower()
+    return MACHINE if any(word in text for word in _MACHINE_WORDS) else ARCHITECTURE
+
+
+def record_failure(record: dict) -> str | None:
+    """The failure kind of a record, also for cache entries of older versions that lack the field."""
+    if record.get("error") is None:
+        return None
+    kind = record.get("failure")
+    if kind in (MACHINE, ARCHITECTURE):
+        return kind
+    text = str(record["error"]).lower()
+    return MACHINE if any(word in text for word in _MACHINE_WORDS) else ARCHITECTURE
+
+
 def tensor_digest(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
 
@@ -127,29 +151,52 @@ class Evaluator:
     """``evaluator.record(bits)`` fits one genome and returns a JSON-able record; ``evaluator(ind)``
     returns only the fitness tuple (DEAP's ``evaluate`` contract)."""
 
-    def __init__(self, spec: GenomeSpec, task, settings: FitnessSettings):
+    def __init__(self, spec: GenomeSpec, task, settings: FitnessSettings, runner: FitRunner | None = None,
+                 proxy=None):
         if settings.mode == "reference" and task.clean is None:
             raise UserError("reference fitness needs a clean image; give --image (clean) or use --fitness blind")
         self.spec = spec
         self.task = task
         self.settings = settings
-        self.holdout = make_holdout(task, settings.holdout, settings.seed) if settings.mode == "blind" else None
-        if self.holdout is not None and float(self.holdout.sum()) < 1:
+        self.runner = runner or FitRunner()
+        self.proxy = proxy or WholeImage()
+        self.problems = list(self.proxy.problems(task, settings.seed))
+        blind = settings.mode == "blind"
+        self.holdouts = [make_holdout(p, settings.holdout, settings.seed, problem=i) if blind else None
+                         for i, p in enumerate(self.problems)]
+        held = sum(float(h.sum()) for h in self.holdouts) if blind else None
+        if held is not None and held < 1:
             raise UserError("the blind fitness hold-out is empty: the image has too few observed pixels "
                             "for --holdout; raise --holdout or use a larger image")
-        if self.holdout is not None and float(self.holdout.sum()) < MIN_RELIABLE_HOLDOUT:
+        if held is not None and held < MIN_RELIABLE_HOLDOUT:
             logging.getLogger("nasdip.fitness").warning(
                 "blind fitness holds out only %d of %d observed pixels, so it ranks architectures noisily; "
-                "use a larger --crop or --holdout (super-resolution holds out low-resolution pixels)",
-                int(self.holdout.sum()), int((task.observed_mask > 0).sum()))
-        self._fit_task = copy_task_without_clean(task) if settings.mode == "blind" else task
+                "use a larger image, proxy or --holdout (super-resolution holds out low-resolution pixels)",
+                int(held), int(sum(float((p.observed_mask > 0).sum()) for p in self.problems)))
+        self._fit_problems = [copy_task_without_clean(p) if blind else p for p in self.problems]
         self.context = self._context_key()
 
     def _context_key(self) -> str:
+        """What changes a score: the task and image, the fitness settings, the proxy, the genome spec,
+        and how fits run (device type, CPU threads, engine options)."""
         s = self.settings
+        device = resolve_device(self.runner.device).type
         parts = [self.task.name, sorted(self.task.options.items()), tensor_digest(self.task.observation),
                  tensor_digest(self.task.observed_mask), s.mode, s.iterations, s.holdout, s.seed, s.objectives,
-                 self.spec.to_dict(), s.threads, s.early_stop, s.fidelity, s.precision]
+                 self.spec.to_dict(), self.runner.threads, s.early_stop, s.fidelity, self.runner.options.precision,
+                 device, self.runner.options.channels_last, self.runner.options.cuda_graph and device == "cuda",
+                 sorted(self.proxy.describe().items())]
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    def legacy_context(self) -> str | None:
+        """The context key of cache files written before the key named the device and the proxy
+        (nasdip-deap 0.1 with fp32 fits and no proxy); None when this run's entries could not be among them."""
+        s, options = self.settings, self.runner.options
+        if options.precision != "fp32" or options.channels_last or not isinstance(self.proxy, WholeImage):
+            return None
+        parts = [self.task.name, sorted(self.task.options.items()), tensor_digest(self.task.observation),
+                 tensor_digest(self.task.observed_mask), s.mode, s.iterations, s.holdout, s.seed, s.objectives,
+                 self.spec.to_dict(), self.runner.threads, s.early_stop, s.fidelity, options.precision]
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
     def cache_key(self, arch_key: str) -> str:
@@ -179,85 +226,107 @@ class Evaluator:
             return None
         return stoppers[0] if len(stoppers) == 1 else AnyStopper(tuple(stoppers))
 
-    def holdout_for(self, replicate: int = 0) -> torch.Tensor | None:
-        """The held-out pixels of blind fitness: the run's own, or a fresh draw for a re-fit."""
-        if self.holdout is None or not replicate:
-            return self.holdout
-        return make_holdout(self.task, self.settings.holdout, self.settings.seed, replicate)
+    def holdout_for(self, problem: int, replicate: int = 0) -> torch.Tensor | None:
+        """The held-out pixels of blind fitness on a problem: the run's own, or a fresh draw for a re-fit."""
+        if self.holdouts[problem] is None or not replicate:
+            return self.holdouts[problem]
+        return make_holdout(self.problems[problem], self.settings.holdout, self.settings.seed, replicate, problem)
 
-    def run_fit(self, arch, seed: int, iterations: int | None = None, stopper=None, device: str | None = None,
-                deadline: float | None = None, replicate: int = 0) -> FitResult:
-        options = EngineOptions(precision=self.settings.precision, channels_last=self.settings.channels_last,
-                                cuda_graph=self.settings.cuda_graph)
-        with torch_threads(self.settings.threads):
-            result = fit(arch, self._fit_task, iterations or self.iterations_for(arch),
-                         device=device or self.settings.device, seed=seed, holdout=self.holdout_for(replicate),
-                         stopper=stopper, deadline=deadline, options=options, keep_best=self.keep_best)
-        if self.settings.mode == "blind" and self.task.clean is not None:
-            result.metrics.update(self.task.quality(result.restored, self.task.clean))  # recorded, never used
+    def fit_problem(self, arch, problem: int, seed: int, iterations: int, stopper=None, device: str | None = None,
+                    deadline: float | None = None, replicate: int = 0) -> FitResult:
+        """One fit of ``arch`` on one problem of the proxy; refused before it starts when the estimate
+        of its memory exceeds what the device has free (``OutOfMemory``, a machine failure)."""
+        task = self.problems[problem]
+        target = resolve_device(device or self.runner.device)
+        check = check_memory(arch, task.output_size, task.channels, target, self.runner.options.precision)
+        if not check.fits:
+            raise OutOfMemory(f"estimated: the fit {check.describe()} on {target}")
+        result = self.runner.fit(arch, self._fit_problems[problem], iterations, seed=seed,
+                                 holdout=self.holdout_for(problem, replicate), stopper=stopper, deadline=deadline,
+                                 keep_best=self.keep_best, device=device)
+        if self.settings.mode == "blind" and task.clean is not None:
+            result.metrics.update(task.quality(result.restored, task.clean))  # recorded, never used
         return result
 
     def _start_record(self, bits, worker, replicate: int = 0) -> tuple[dict, object]:
         """The record's identity and provenance (host, pid, worker id, GPU), and the architecture."""
         arch = self.spec.decode(bits)
-        key = arch.key()
-        seed = derive_seed(self.settings.seed, key, *replicate_parts(replicate))
+        seed = fit_seed(self.settings.seed, arch, *replicate_parts(replicate))
         where = worker.describe() if worker is not None else \
             {"worker": None, "host": None, "pid": None, "gpu": None, "gpu_shared": None}
-        rec = {"key": key, "bits": list(map(int, bits)), "architecture": arch.to_dict(),
+        rec = {"key": arch.key(), "bits": list(map(int, bits)), "architecture": arch.to_dict(),
                "seed": seed, "replicate": replicate, **where, "started": time.time(),
-               "device": self.settings.device if worker is None else worker.device_for(self.settings.device),
-               "threads": self.settings.threads}
+               "device": self.runner.device if worker is None else worker.device_for(self.runner.device),
+               "threads": self.runner.threads, "precision": self.runner.options.precision}
         return rec, arch
 
-    def _fail(self, rec: dict, error: str, trace: str | None) -> dict:
+    def _fail(self, rec: dict, error: str, trace: str | None, kind: str) -> dict:
         rec.update(fitness=list(self.settings.worst),
                    objectives=dict(zip(self.settings.objectives, self.settings.worst)), metrics={},
                    parameters=None, iterations=0, seconds=time.time() - rec["started"], error=error,
-                   traceback=trace)
+                   failure=kind, traceback=trace)
         rec["duration"] = rec["seconds"]
         return rec
 
     def lost_record(self, bits, reason: str) -> dict:
         """The failed record of a genome whose worker was lost (see ``backends.ProcessBackend``)."""
         rec, _ = self._start_record(bits, None)  # where it ran is gone with the worker
-        return self._fail(rec, f"WorkerLost: {reason}", None)
+        return self._fail(rec, f"WorkerLost: {reason}", None, MACHINE)
 
     def record(self, bits, iterations: int | None = None, reference_curve=None, curve_margin: float = 1.0,
                replicate: int = 0, curve_warmup: float = 0.25) -> dict:
-        """Fit one genome; never raises for a failing fit (the record carries the error and worst fitness).
-        Provenance: host, pid, worker id, GPU and device that ran it, its fit ``seconds`` and its
-        wall-clock ``duration`` (decoding, building and fitting). ``iterations`` overrides the budget
-        (multi-fidelity rungs); ``reference_curve`` stops a fit that falls clearly behind it; a
-        ``replicate`` > 0 re-fits with another seed and other held-out pixels (see finalists.py)."""
+        """Fit one genome on every problem of the proxy; never raises for a failing fit (the record
+        carries the error, its kind and the worst fitness). Provenance: host, pid, worker id, GPU and
+        device that ran it, its fit ``seconds`` and wall-clock ``duration``. ``iterations`` overrides
+        the budget (multi-fidelity rungs); ``reference_curve`` stops a fit that falls clearly behind it;
+        a ``replicate`` > 0 re-fits with another seed and other held-out pixels (see finalists.py)."""
         rec, arch = self._start_record(bits, current_worker(), replicate)
-        seed = rec["seed"]
         timeout = self.settings.timeout
         deadline = None if timeout is None else time.perf_counter() + timeout
         try:
-            params = count_parameters(build_network(arch, self.task.channels))
             budget = iterations or self.iterations_for(arch)
-            stopper = self.make_stopper(budget, reference_curve, curve_margin, curve_warmup)
-            result = self.run_fit(arch, seed, budget, stopper=stopper, device=rec["device"], deadline=deadline,
-                                  replicate=replicate)
-            values = {"quality": result.metrics["heldout_psnr"] if self.settings.mode == "blind"
-                      else result.metrics["psnr"],
-                      "parameters": float(params), "fit_seconds": result.seconds}
-            rec.update(fitness=[values[o] for o in self.settings.objectives],
-                       objectives={o: values[o] for o in self.settings.objectives},
-                       metrics=result.metrics, parameters=params, iterations=result.iterations,
-                       seconds=result.seconds, device=result.device, error=None,
-                       stopped_early=result.stopped_early, best_step=result.best_step,
-                       curve=[list(p) for p in fit_curve(result)],
-                       duration=time.time() - rec["started"])
+            results = []
+            for i in range(len(self.problems)):
+                stopper = self.make_stopper(budget, reference_curve, curve_margin, curve_warmup)
+                seed = rec["seed"] if i == 0 else fit_seed(self.settings.seed, arch, *replicate_parts(replicate),
+                                                           "problem", i)
+                results.append(self.fit_problem(arch, i, seed, budget, stopper=stopper, device=rec["device"],
+                                                deadline=deadline, replicate=replicate))
+            self._score(rec, results)
         except FitTimeout as exc:
-            self._fail(rec, f"FitTimeout: fit ran past --eval-timeout {timeout:g}s ({exc})", None)
+            self._fail(rec, f"FitTimeout: fit ran past --eval-timeout {timeout:g}s ({exc})", None, MACHINE)
         except Exception as exc:  # any failing fit is scored worst; the search goes on
-            self._fail(rec, f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=4))
+            kind = failure_kind(exc)
+            name = "OutOfMemory" if kind == MACHINE and is_out_of_memory(exc) else type(exc).__name__
+            self._fail(rec, f"{name}: {exc}", traceback.format_exc(limit=4), kind)
         return rec
+
+    def _score(self, rec: dict, results: list[FitResult]) -> None:
+        """Fill a record from its fits: the mean score and metrics over the proxy's problems."""
+        metrics = {name: statistics.fmean(r.metrics[name] for r in results)
+                   for name in results[0].metrics if all(name in r.metrics for r in results)}
+        seconds = sum(r.seconds for r in results)
+        values = {"quality": metrics["heldout_psnr"] if self.settings.mode == "blind" else metrics["psnr"],
+                  "parameters": float(results[0].parameters), "fit_seconds": seconds}
+        steps = [r.best_step for r in results if r.best_step]
+        rec.update(fitness=[values[o] for o in self.settings.objectives],
+                   objectives={o: values[o] for o in self.settings.objectives},
+                   metrics=metrics, parameters=results[0].parameters,
+                   iterations=sum(r.iterations for r in results), seconds=seconds, device=results[0].device,
+                   pixel_steps=sum(r.iterations * p.output_size[0] * p.output_size[1]
+                                   for r, p in zip(results, self.problems)),
+                   precision=results[0].precision, error=None, failure=None,
+                   stopped_early=any(r.stopped_early for r in results),
+                   best_step=round(statistics.median(steps)) if steps else None,
+                   curve=[list(p) for p in mean_curve([fit_curve(r) for r in results])],
+                   duration=time.time() - rec["started"])
+        if len(results) > 1:
+            rec["problems"] = [{"metrics": r.metrics, "iterations": r.iterations, "best_step": r.best_step}
+                               for r in results]
 
     def __call__(self, individual) -> tuple:
         return tuple(self.record(individual)["fitness"])
 
     def describe(self) -> dict:
-        return {"settings": asdict(self.settings), "context": self.context}
+        return {"settings": asdict(self.settings), "runner": self.runner.describe(), "proxy": self.proxy.describe(),
+                "context": self.context}

@@ -132,10 +132,6 @@ class GenomeSpec:
     def __repr__(self) -> str:
         return f"GenomeSpec(levels={self.levels}, evolve_iterations={self.evolve_iterations})"
 
-    def field_boundaries(self) -> list[int]:
-        """Bit positions between fields (cut points of a field-aware crossover)."""
-        return [s for s, _ in self.slices[1:]]
-
     def gene_boundaries(self) -> list[int]:
         """Bit positions between genes (encoder block, decoder block, one skip, one meta-parameter)."""
         return list(self._gene_cuts)
@@ -144,10 +140,6 @@ class GenomeSpec:
     def gene_cuts(self) -> tuple[int, ...]:
         """``gene_boundaries()`` as a precomputed tuple, for operators that run once per mating."""
         return self._gene_cuts
-
-    def layout_table(self) -> list[tuple[str, int, str]]:
-        """(field, bits, values) rows for the documentation."""
-        return [(f.name, f.bits, ", ".join(_fmt(v) for v in f.values)) for f in self.fields]
 
     # -- bits <-> values -----------------------------------------------------------------------
     def check_bits(self, bits: Sequence[Any]) -> None:

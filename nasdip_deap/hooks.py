@@ -126,12 +126,16 @@ def _number(value: float | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    """45s, 3m05s, 2h04m: short enough for a progress line."""
+    """45s, 3m05s, 2h04m, 3d07h, or "over 10 years": short enough for a progress line."""
     if seconds != seconds or seconds == float("inf"):
         return "?"
+    if seconds >= 10 * 365 * 86400:
+        return "over 10 years"
     seconds = int(round(seconds))
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds < 86400:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"

@@ -46,19 +46,6 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))).float()
 
 
-def array_to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """uint8/uint16/float HxW or HxWxC array -> (C, H, W) float in [0, 1]."""
-    a = np.asarray(arr)
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.dtype == np.uint8:
-        a = a / 255.0
-    elif a.dtype == np.uint16:
-        a = a / 65535.0
-    a = a[..., :3] if a.shape[-1] == 4 else a
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1))).float().clamp(0, 1)
-
-
 def center_crop(img: torch.Tensor, size: int | None) -> torch.Tensor:
     """Centre crop to ``size`` x ``size`` (each side clamped to the image's)."""
     if not size:

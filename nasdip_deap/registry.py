@@ -34,6 +34,12 @@ class Entry:
     summary: str
     kind: str = ""
     defaults: dict = field(default_factory=dict)
+    params: dict = field(default_factory=dict)  # name -> params.Param: declared types and ranges
+
+
+def _origin(obj: Any) -> str:
+    """``module.qualname`` of a registered object: what identifies a definition across re-runs."""
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
 def _first_line(text: str | None) -> str:
@@ -52,25 +58,27 @@ class Registry:
         self.plugin_errors: dict[str, str] = {}
 
     def register(self, name: str, *, summary: str | None = None, kind: str = "",
-                 defaults: dict | None = None) -> Callable[[Any], Any]:
-        """Decorator: register the decorated object under ``name``; a second object under the same name raises."""
+                 defaults: dict | None = None, params: dict | None = None) -> Callable[[Any], Any]:
+        """Decorator: register the decorated object under ``name`` (see ``add``)."""
 
         def decorate(obj: Any) -> Any:
-            self.add(name, obj, summary=summary, kind=kind, defaults=defaults)
+            self.add(name, obj, summary=summary, kind=kind, defaults=defaults, params=params)
             return obj
 
         return decorate
 
     def add(self, name: str, obj: Any, *, summary: str | None = None, kind: str = "",
-            defaults: dict | None = None) -> None:
+            defaults: dict | None = None, params: dict | None = None) -> None:
+        """Register ``obj`` under ``name``. The same object again is harmless, and so is a new
+        definition of it (same module and qualified name: a notebook cell run twice, a reloaded
+        module), which replaces the old one; another object under a taken name raises."""
         existing = self._entries.get(name)
-        if existing is not None:
-            if existing.obj is obj:
-                return
-            raise ValueError(f"{self.kind} name {name!r} is already registered by "
-                             f"{getattr(existing.obj, '__module__', '?')}.{getattr(existing.obj, '__qualname__', existing.obj)!s}")
+        if existing is not None and existing.obj is not obj and _origin(existing.obj) != _origin(obj):
+            raise ValueError(f"{self.kind} name {name!r} is already registered by {_origin(existing.obj)}")
         text = summary if summary is not None else _first_line(getattr(obj, "__doc__", None))
-        self._entries[name] = Entry(name, obj, text, kind or getattr(obj, "kind", ""), dict(defaults or {}))
+        self._entries[name] = Entry(name, obj, text, kind or getattr(obj, "kind", ""),
+                                    dict(defaults if defaults is not None else getattr(obj, "defaults", None) or {}),
+                                    dict(params if params is not None else getattr(obj, "params", None) or {}))
 
     def load_plugins(self) -> None:
         """Import every entry point of this registry's group once; a broken plugin is reported, not fatal."""

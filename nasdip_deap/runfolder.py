@@ -1,13 +1,20 @@
-"""The run folder: atomic JSON writes, result entries, refusal to overwrite."""
+"""The run folder: one writer at a time, atomic JSON writes, result entries, refusal to overwrite."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
+import logging
 import math
 import os
+import socket
 import time
 from pathlib import Path
 
 from .errors import UserError
+
+LOCK_NAME = "nasdip.lock"
+log = logging.getLogger("nasdip")
 
 
 def prepare_run_dir(path: str | os.PathLike | None, force: bool, prefix: str) -> Path:
@@ -30,6 +37,79 @@ def prepare_run_dir(path: str | os.PathLike | None, force: bool, prefix: str) ->
     except OSError as exc:
         raise UserError(f"cannot create output folder {str(path)!r}: {exc.strerror}") from None
     return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """One writer per run folder: ``nasdip.lock`` holds the owner's host and pid under an exclusive
+    ``flock`` for the whole run (the kernel drops it when the owner dies, however it dies). A second
+    writer is refused with one line naming the owner; a lock left by a dead process of this host is
+    taken over with a warning; one naming another host is refused (its liveness cannot be checked
+    here). Readers (``nasdip report``) do not take it."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def _owner(self, fd: int) -> tuple[str, int] | None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        parts = os.read(fd, 256).decode(errors="replace").split()
+        if len(parts) >= 2 and parts[1].isdigit():
+            return parts[0], int(parts[1])
+        return None
+
+    def acquire(self) -> "RunLock":
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise UserError(f"cannot write to the run folder {str(self.path.parent)!r}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            owner = self._owner(fd)
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise UserError(f"cannot lock the run folder {str(self.path.parent)!r}: {exc.strerror}") from None
+            who = f"host {owner[0]}, pid {owner[1]}" if owner else "another process"
+            raise UserError(f"the run folder {str(self.path.parent)!r} is being written by another nasdip run "
+                            f"({who}); wait for it to end or choose another --out") from None
+        owner, host = self._owner(fd), socket.gethostname()
+        if owner and owner[0] != host:
+            os.close(fd)
+            raise UserError(f"the run folder {str(self.path.parent)!r} is locked by host {owner[0]} (pid "
+                            f"{owner[1]}); if that run has ended, delete {str(self.path)!r}")
+        if owner and owner[1] != os.getpid():
+            state = "still running but not holding it" if _alive(owner[1]) else "no longer running"
+            log.warning("taking over the lock of %s: its owner (pid %d) is %s", self.path.parent, owner[1], state)
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{host} {os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.ftruncate(self.fd, 0)  # a clean end leaves no owner behind
+        finally:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire() if self.fd is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def _clean(value):

@@ -9,35 +9,16 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-from typing import Any
 
 from nasdip_deap import deap_types
 from nasdip_deap.errors import UserError
+from nasdip_deap.params import check_params, parse_choice
 from nasdip_deap.registry import OPERATORS, UnknownNameError
+
+parse_operator = parse_choice  # the NAME:key=value syntax, shared with fidelities and proxies
 
 KINDS = ("crossover", "mutation", "selection")
 CALL_ARGUMENTS = {"crossover": 2, "mutation": 1, "selection": 2}  # (ind1, ind2), (ind,), (individuals, k)
-
-
-def _value(text: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_operator(text: str) -> tuple[str, dict]:
-    """``"uniform:indpb=0.3"`` -> ``("uniform", {"indpb": 0.3})``."""
-    name, _, rest = text.partition(":")
-    params: dict[str, Any] = {}
-    for item in filter(None, rest.split(",")):
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise UserError(f"operator parameters are key=value pairs, got {item!r} in {text!r}")
-        params[key.strip()] = _value(value.strip())
-    return name.strip(), params
 
 
 def _check_parameters(name: str, func, kind: str, call: dict) -> None:
@@ -101,11 +82,18 @@ def _trial_call(name: str, operator, kind: str, spec, params: dict, toolbox) -> 
         raise UserError(f"operator {name!r} changed the genome length (the spec needs {spec.length} bits)")
 
 
-def bind_operator(toolbox, alias: str, text: str, kind: str, spec) -> dict:
-    """Register the operator described by ``text`` under ``alias``; returns its resolved parameters."""
+def bind_operator(toolbox, alias: str, choice, kind: str, spec) -> dict:
+    """Register the operator ``choice`` under ``alias``: a registered name with parameters
+    (``"flip-bit:indpb=0.05"``) or a function (called as DEAP calls it; bind parameters with
+    ``functools.partial``). Returns its name and resolved parameters."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    name, params = parse_operator(text)
+    if callable(choice):
+        name = getattr(choice, "__name__", None) or getattr(getattr(choice, "func", None), "__name__", repr(choice))
+        _trial_call(name, choice, kind, spec, {}, toolbox)
+        toolbox.register(alias, choice)
+        return {"name": name, "params": dict(getattr(choice, "keywords", {}) or {})}
+    name, params = parse_choice(choice)
     try:
         entry = OPERATORS.entry(name)
     except UnknownNameError:
@@ -117,7 +105,7 @@ def bind_operator(toolbox, alias: str, text: str, kind: str, spec) -> dict:
         what = f"a {entry.kind} operator" if entry.kind else "an operator of no declared kind"
         raise UserError(f"{name!r} is {what}, not a {kind} one; valid {kind} operators: "
                         f"{', '.join(OPERATORS.names(kind))}")
-    resolved = {**entry.defaults, **params}
+    resolved = check_params(f"operator {name!r}", {**entry.defaults, **params}, entry.params)
     call = dict(resolved)
     if "spec" in inspect.signature(entry.obj).parameters:
         if "spec" in params:

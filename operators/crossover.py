@@ -5,13 +5,14 @@ import random
 
 from deap import tools
 
+from nasdip_deap.params import PROBABILITY
 from nasdip_deap.registry import OPERATORS
 
 OPERATORS.add("one-point", tools.cxOnePoint, kind="crossover",
               summary="DEAP cxOnePoint: swap the tails after one random cut")
 OPERATORS.add("two-point", tools.cxTwoPoint, kind="crossover",
               summary="DEAP cxTwoPoint: swap the segment between two random cuts")
-OPERATORS.add("uniform", tools.cxUniform, kind="crossover", defaults={"indpb": 0.5},
+OPERATORS.add("uniform", tools.cxUniform, kind="crossover", defaults={"indpb": 0.5}, params={"indpb": PROBABILITY},
               summary="DEAP cxUniform: swap each bit with probability indpb")
 
 

@@ -5,13 +5,14 @@ import random
 
 from deap import tools
 
+from nasdip_deap.params import PROBABILITY
 from nasdip_deap.registry import OPERATORS
 
-OPERATORS.add("flip-bit", tools.mutFlipBit, kind="mutation", defaults={"indpb": 0.02},
+OPERATORS.add("flip-bit", tools.mutFlipBit, kind="mutation", defaults={"indpb": 0.02}, params={"indpb": PROBABILITY},
               summary="DEAP mutFlipBit: flip each bit with probability indpb")
 
 
-@OPERATORS.register("field-aware", kind="mutation", defaults={"indpb": 0.05},
+@OPERATORS.register("field-aware", kind="mutation", defaults={"indpb": 0.05}, params={"indpb": PROBABILITY},
                     summary="redraw each whole field with probability indpb, always to another valid value")
 def mut_field_aware(individual, spec, indpb):
     """Redraw each whole field with probability indpb, to another value of its table (never a no-op

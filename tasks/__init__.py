@@ -1,8 +1,8 @@
 """Restoration tasks (registered in ``nasdip_deap.registry.TASKS``); third-party tasks arrive through
 the entry-point group ``nasdip_deap.tasks``."""
-from .base import Task
+from .base import Option, Task
 from .denoise import Denoise
 from .inpaint import Inpaint
 from .super_resolution import SuperResolution
 
-__all__ = ["Task", "Denoise", "Inpaint", "SuperResolution"]
+__all__ = ["Option", "Task", "Denoise", "Inpaint", "SuperResolution"]

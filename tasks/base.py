@@ -4,15 +4,37 @@ A task knows its observation (the degraded image the network must explain), the 
 that maps a network output to observation space (used in the loss), which observed pixels are
 valid, and how to score a restoration against ground truth when one is known. Fitness modes and
 held-out pixels are handled generically on top of ``observed_mask`` (see ``nasdip_deap.fitness``).
+
+A task declares its options as data (``OPTIONS``: name, default, help, type and range); the command
+line builds its flags from them (``--name-with-dashes``) and the Python API takes them as keywords, so
+a task plugin writes no argparse code.
 """
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
 from nasdip_deap import metrics
+from nasdip_deap.errors import UserError
+from nasdip_deap.params import Param
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a task: its name (the flag is ``--name`` with dashes), default, help text, and
+    declared type and range. ``file`` marks a path to a side file that ``read_files`` reads."""
+
+    name: str
+    default: Any = None
+    help: str = ""
+    param: Param = field(default_factory=Param)
+    file: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
 
 
 class Task:
@@ -20,6 +42,7 @@ class Task:
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
+    OPTIONS: ClassVar[tuple[Option, ...]] = ()
 
     def __init__(self, observation: torch.Tensor, clean: torch.Tensor | None = None,
                  observed_mask: torch.Tensor | None = None, options: dict | None = None):
@@ -30,15 +53,29 @@ class Task:
         self.observed_mask = observed_mask.float().contiguous()  # (1, h, w), 1 = usable in the loss
         self.options = dict(options or {})
 
-    # -- construction ---------------------------------------------------------------------------
+    # -- options ---------------------------------------------------------------------------------
     @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        """Add this task's own CLI options (names must not clash with other tasks')."""
+    def resolve_options(cls, given: dict) -> dict:
+        """The task's options from the ``given`` ones: unknown names refused, each value checked
+        against its declared type and range, defaults filled in, then ``check_options``."""
+        declared = {o.name: o for o in cls.OPTIONS}
+        for name in given:
+            if name not in declared:
+                listed = ", ".join(o.name for o in cls.OPTIONS) or "none"
+                raise UserError(f"task {cls.name!r} takes no option {name!r} (its options: {listed})")
+        values = {}
+        for option in cls.OPTIONS:
+            if option.name in given and given[option.name] is not None:
+                value = given[option.name]
+                values[option.name] = str(value) if option.file else option.param.check(option.flag, value)
+            else:
+                values[option.name] = option.default
+        return cls.check_options(values)
 
     @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict:
-        """The task options chosen on the command line (JSON-able; saved in the run config)."""
-        return {}
+    def check_options(cls, options: dict) -> dict:
+        """Checks across options, and the JSON-able options the task keeps (None values dropped)."""
+        return {k: v for k, v in options.items() if v is not None}
 
     @classmethod
     def output_scale(cls, options: dict) -> int:
@@ -74,6 +111,16 @@ class Task:
     def output_size(self) -> tuple[int, int]:
         """(H, W) of the restored image the network produces."""
         return tuple(self.observation.shape[-2:])
+
+    def crop(self, top: int, left: int, height: int, width: int) -> "Task":
+        """The same problem restricted to a window of the restored image (restored pixels; for a task
+        whose output is ``s`` times its observation, the window's corners and sides are multiples of
+        ``s``). Proxies score candidates on such windows of large images."""
+        s = self.output_size[0] // self.observation.shape[-2]
+        window = (slice(None), slice(top // s, (top + height) // s), slice(left // s, (left + width) // s))
+        clean = None if self.clean is None else self.clean[:, top:top + height, left:left + width]
+        return type(self)(self.observation[window], clean=clean, observed_mask=self.observed_mask[window],
+                          options=self.options)
 
     def forward(self, output: torch.Tensor) -> torch.Tensor:
         """Map a network output (N, C, H, W) to observation space (N, C, h, w). Identity by default."""

@@ -8,7 +8,6 @@ preview.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
@@ -16,9 +15,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from nasdip_deap.errors import UserError
 from nasdip_deap.image_io import center_crop, load_image, pil_to_tensor
+from nasdip_deap.params import Param
 from nasdip_deap.registry import TASKS
 
-from .base import Task
+from .base import Option, Task
 
 PATTERNS = ("text", "stripes")
 DEFAULT_MISSING_RATIO = 0.5  # the "50% of pixels missing" restoration setting of the DIP paper
@@ -32,29 +32,24 @@ class Inpaint(Task):
     name = "inpaint"
     summary = "fill in missing pixels given a mask (0 = missing, nonzero = known)"
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--mask", metavar="FILE",
-                            help="inpaint: mask image of the same size as the image (cropped like it); "
-                                 "0 = missing pixel, any nonzero value = known pixel")
-        parser.add_argument("--mask-ratio", type=float, metavar="R",
-                            help="inpaint: instead of --mask, drop this share of the pixels at random "
-                                 f"(0 < R < 1; default {DEFAULT_MISSING_RATIO} when no mask is given)")
-        parser.add_argument("--mask-pattern", choices=PATTERNS,
-                            help="inpaint: instead of --mask, a synthetic mask for benchmarks: text "
-                                 "overlay or horizontal stripes")
+    OPTIONS = (
+        Option("mask", None, "mask image of the same size as the image (cropped like it); 0 = missing pixel, any "
+               "nonzero value = known pixel", Param(str), file=True),
+        Option("mask_ratio", None, "instead of a mask, drop this share of the pixels at random (0 < R < 1; "
+               f"{DEFAULT_MISSING_RATIO} when no mask is given)", Param(float, low=0, high=1)),
+        Option("mask_pattern", None, "instead of a mask, a synthetic mask for benchmarks: a text overlay or "
+               "horizontal stripes", Param(str, choices=PATTERNS)),
+    )
 
     @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict:
-        given = {"mask": getattr(args, "mask", None), "mask_ratio": getattr(args, "mask_ratio", None),
-                 "mask_pattern": getattr(args, "mask_pattern", None)}
-        given = {k: v for k, v in given.items() if v is not None}
+    def check_options(cls, options: dict) -> dict:
+        given = {k: v for k, v in options.items() if v is not None}
         if len(given) > 1:
             flags = ", ".join("--" + k.replace("_", "-") for k in given)
             raise UserError(f"inpaint takes one mask source; got {flags}")
         options = given or {"mask_ratio": DEFAULT_MISSING_RATIO}
         check_options(options)
-        return {k: (str(v) if k == "mask" else v) for k, v in options.items()}
+        return options
 
     @classmethod
     def read_files(cls, options: dict, image_size: tuple[int, int], crop: int | None) -> dict:

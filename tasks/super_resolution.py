@@ -10,16 +10,17 @@ the luma (Y) channel with a border of ``scale`` pixels cropped, as the SR litera
 """
 from __future__ import annotations
 
-import argparse
+import logging
 
 import torch
 import torch.nn.functional as F
 
 from nasdip_deap import metrics
 from nasdip_deap.errors import UserError
+from nasdip_deap.params import Param
 from nasdip_deap.registry import TASKS
 
-from .base import Task
+from .base import Option, Task
 
 SCALES = (2, 4, 8)
 
@@ -54,16 +55,8 @@ class SuperResolution(Task):
         super().__init__(observation, clean=clean, observed_mask=observed_mask, options=options)
         self.scale = check_scale(self.options.get("scale", 4))
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--scale", type=int, choices=SCALES, default=4,
-                            help="super-resolution: upscaling factor (default 4); a clean --image is "
-                                 "downsampled by it (antialiased bicubic) and its sides must be multiples "
-                                 "of it; an --observed image is the low-resolution input")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict:
-        return {"scale": check_scale(getattr(args, "scale", 4))}
+    OPTIONS = (Option("scale", 4, "upscaling factor; a clean image is downsampled by it (antialiased bicubic), an "
+                      "observed image is the low-resolution input", Param(int, choices=SCALES)),)
 
     @classmethod
     def output_scale(cls, options: dict) -> int:
@@ -73,9 +66,14 @@ class SuperResolution(Task):
     def from_clean(cls, clean: torch.Tensor, options: dict, seed: int) -> "SuperResolution":
         scale = check_scale(options.get("scale", 4))
         h, w = clean.shape[-2:]
-        if h % scale or w % scale:
-            raise UserError(f"super-resolution x{scale} needs image sides that are multiples of {scale}; the "
-                            f"image is {w}x{h} px (use --crop with a multiple of {scale})")
+        if h % scale or w % scale:  # keep the largest centred part whose sides are multiples of the factor
+            th, tw = h // scale * scale, w // scale * scale
+            if not th or not tw:
+                raise UserError(f"the image is {w}x{h} px, smaller than the super-resolution factor {scale}")
+            top, left = (h - th) // 2, (w - tw) // 2
+            clean = clean[..., top:top + th, left:left + tw].contiguous()
+            logging.getLogger("nasdip").info("super-resolution x%d: the %dx%d px image is trimmed to %dx%d px "
+                                             "(sides that are multiples of %d)", scale, w, h, tw, th, scale)
         observation = downsample(clean, scale).clamp(0, 1)
         return cls(observation, clean=clean, options={"scale": scale})
 

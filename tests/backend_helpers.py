@@ -18,7 +18,7 @@ def slow_square(x: int) -> int:
 
 
 def whoami(_item) -> dict:
-    from nasdip_deap.backends import current_worker
+    from nasdip_deap.workers import current_worker
 
     worker = current_worker()
     return {**worker.describe(), "device": worker.device_for("auto")}

@@ -44,15 +44,34 @@ def write_png(tmp_path):
 
 def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``python -m nasdip_deap ARGS`` in a subprocess (the real CLI, exit codes and all)."""
+    """Run ``python -m nasdip_deap ARGS`` in a subprocess (the real console entry, for smoke tests:
+    exit codes, signals, entry-point plugins, SCOOP)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "nasdip_deap", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """``nasdip ARGS`` in this process (``cli.main``), with its exit code, stdout and stderr: the same
+    code path as the console script without the cost of a new interpreter importing torch."""
+    import contextlib
+    import io
+
+    from nasdip_deap.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's own exits (--help, a bad flag)
+            code = exc.code if isinstance(exc.code, int) else 2
+    return subprocess.CompletedProcess(["nasdip", *args], code, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def cli():
-    return run_cli
+    """The CLI run in-process (see ``run_main``)."""
+    return run_main
 
 
 @pytest.fixture(scope="session")

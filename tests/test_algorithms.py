@@ -12,11 +12,12 @@ from deap import base, tools
 
 from nasdip_deap import Architecture, GenomeSpec, classical_dip, deap_types
 from nasdip_deap.cli import main
-from nasdip_deap.fitness import Evaluator, FitnessSettings
+from nasdip_deap.loop import Search
 from nasdip_deap.operators import bind_operator
 from nasdip_deap.registry import ALGORITHMS, OPERATORS, TASKS
-from nasdip_deap.search import Search, make_toolbox, max_generations
 from nasdip_deap.tasks import Denoise
+
+from .helpers import tiny_search as build_tiny
 
 TINY = ["--crop", "32", "--iterations", "10"]
 
@@ -29,17 +30,8 @@ def tiny_task(tiny_image):
 def tiny_search(task, algorithm_name: str, population: int = 4, generations: int = 2, seed: int = 0,
                 crossover: str = "gene-aware", mutation: str = "field-aware:indpb=0.1") -> Search:
     """A real search: real Evaluator (10-iteration DIP fits on a 32 px denoise task), real DEAP loop."""
-    spec = GenomeSpec()
-    cls = ALGORITHMS.get(algorithm_name)
-    objectives = ("quality", "parameters") if cls.multi_objective else ("quality",)
-    evaluator = Evaluator(spec, task, FitnessSettings(iterations=10, seed=seed, device="cpu", objectives=objectives))
-    toolbox = make_toolbox(spec, evaluator, len(objectives))
-    bind_operator(toolbox, "mate", crossover, "crossover", spec)
-    bind_operator(toolbox, "mutate", mutation, "mutation", spec)
-    bind_operator(toolbox, "select", cls.default_selection, "selection", spec)
-    return Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=cls(cxpb=0.5, mutpb=0.3),
-                  population_size=population, termination=max_generations(generations), seed=seed,
-                  archive_size=3)
+    return build_tiny(task, algorithm=algorithm_name, population=population, generations=generations, seed=seed,
+                      crossover=crossover, mutation=mutation)
 
 
 def non_dominated(entries: list[tuple[float, float]]) -> bool:
@@ -151,12 +143,8 @@ def test_algorithm_settings_are_checked():
 
 # -- the toolbox is DEAP's -------------------------------------------------------------------------
 def test_toolbox_runs_unchanged_with_deap_easimple(tiny_task):
-    spec = GenomeSpec()
-    evaluator = Evaluator(spec, tiny_task, FitnessSettings(iterations=10, seed=0, device="cpu"))
-    toolbox = make_toolbox(spec, evaluator)
-    bind_operator(toolbox, "mate", "gene-aware", "crossover", spec)
-    bind_operator(toolbox, "mutate", "field-aware", "mutation", spec)
-    bind_operator(toolbox, "select", "tournament:tournsize=2", "selection", spec)
+    toolbox = build_tiny(tiny_task, crossover="gene-aware", mutation="field-aware",
+                         selection="tournament:tournsize=2").toolbox
     random.seed(0)
     population = toolbox.population(n=4)
     hof = tools.HallOfFame(2)
@@ -251,7 +239,7 @@ def test_list_shows_every_registered_entry(capsys):
     for line in capsys.readouterr().out.splitlines():
         if not line.startswith(" "):
             sections[line.rstrip(":")] = []
-        else:
+        elif line[2] != " ":  # an entry (its options' lines are indented further)
             sections[list(sections)[-1]].append(line)
     for title, registry in (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS)):
         names = [line.split()[0] for line in sections[title]]

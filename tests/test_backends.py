@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from nasdip_deap import backends
-from nasdip_deap.backends import ProcessBackend, WorkerLost, bind_gpu, check_backend, torch_threads
+from nasdip_deap import backends, workers
+from nasdip_deap.backends import ProcessBackend, WorkerLost, check_backend
 from nasdip_deap.errors import UserError
-from nasdip_deap.fitness import Evaluator, FitnessSettings
+from nasdip_deap.fitness import Evaluator
+from nasdip_deap.workers import bind_gpu, torch_threads
 from tests import backend_helpers as helpers
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, run_main
+from tests.helpers import evaluator_for, tiny_search as build_tiny
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
 TINY = ["--crop", "32", "--population", "6", "--generations", "1", "--iterations", "20", "--seed", "3", "--quiet"]
@@ -52,9 +54,9 @@ def test_bind_gpu_names_locks_after_visible_devices(tmp_path, monkeypatch):
 def test_no_gpu_means_no_binding_and_devices_as_asked(tmp_path):
     assert bind_gpu(0, tmp_path) is None
     assert list(tmp_path.iterdir()) == []  # nothing written on a CPU-only machine
-    worker = backends.Worker("w0", "h", os.getpid(), None)
+    worker = workers.Worker("w0", "h", os.getpid(), None)
     assert worker.device_for("auto") == "auto" and worker.device_for("cpu") == "cpu"
-    gpu_worker = backends.Worker("w0", "h", os.getpid(), backends.GpuBinding(2, "2", None, shared=True))
+    gpu_worker = workers.Worker("w0", "h", os.getpid(), workers.GpuBinding(2, "2", None, shared=True))
     assert gpu_worker.device_for("auto") == "cuda:2" and gpu_worker.device_for("cuda") == "cuda:2"
     assert gpu_worker.device_for("cuda:0") == "cuda:0" and gpu_worker.device_for("cpu") == "cpu"
 
@@ -91,9 +93,9 @@ def test_backend_choice_errors():
 def test_cli_rejects_bad_backend_options(tmp_path):
     for extra, message in ((["--backend", "scoop"], "needs the program to run under SCOOP"),
                            (["--workers", "2"], "--workers applies to --backend processes"),
-                           (["--eval-timeout", "0"], "must be a number > 0")):
+                           (["--eval-timeout", "0"], "must be a number of seconds > 0")):
         out = tmp_path / "run"
-        result = run_cli("search", "--crop", "32", "--out", str(out), *extra, timeout=120)
+        result = run_main("search", "--crop", "32", "--out", str(out), *extra)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert not out.exists()  # refused before the run folder is made
@@ -174,38 +176,31 @@ def doomed(key: str) -> bool:
 class FaultyEvaluator(Evaluator):
     """Test-only: fitting a ``doomed`` architecture raises, like a CUDA out-of-memory error would."""
 
-    def run_fit(self, arch, seed, *args, **kwargs):
+    def fit_problem(self, arch, *args, **kwargs):
         if doomed(arch.key()):
             raise RuntimeError("CUDA out of memory (injected)")
-        return super().run_fit(arch, seed, *args, **kwargs)
+        return super().fit_problem(arch, *args, **kwargs)
 
 
-def tiny_search(run_dir: Path, backend, evaluator_cls=Evaluator, population=6, generations=1, iterations=10,
+def crop32_task(seed: int = 0):
+    from nasdip_deap.cli import build_parser
+    from nasdip_deap.commands import task_from_args
+
+    return task_from_args(build_parser().parse_args(["search", "--crop", "32", "--seed", str(seed)]), 5)
+
+
+def tiny_search(run_dir: Path, backend, evaluator_cls=None, population=6, generations=1, iterations=10,
                 seed=3, **settings):
     """A real search (DEAP loop, real fits) of a 32 px denoising problem, with results files."""
     from nasdip_deap import hooks
-    from nasdip_deap.cli import build_parser
-    from nasdip_deap.commands import make_spec
-    from nasdip_deap.operators import bind_operator
-    from nasdip_deap.problem import build_task
-    from nasdip_deap.registry import ALGORITHMS
-    from nasdip_deap.search import Search, make_toolbox, max_generations
 
-    args = build_parser().parse_args(["search", "--crop", "32", "--seed", str(seed)])
-    spec = make_spec(args)
-    task = build_task(args, spec.levels, seed)
-    evaluator = evaluator_cls(spec, task, FitnessSettings(mode="reference", iterations=iterations, seed=seed,
-                                                          **settings))
-    toolbox = make_toolbox(spec, evaluator, 1)
-    for alias, name, kind in (("mate", "two-point", "crossover"), ("mutate", "flip-bit", "mutation"),
-                              ("select", "tournament", "selection")):
-        bind_operator(toolbox, alias, name, kind, spec)
-    toolbox.register("map", backend.map)
     run_dir.mkdir(parents=True, exist_ok=True)
-    algorithm = ALGORITHMS.get("ga")(cxpb=0.5, mutpb=0.3)
-    search = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
-                    population_size=population, termination=max_generations(generations), seed=seed,
-                    hooks=[hooks.ResultsWriter(run_dir)])
+    search = build_tiny(crop32_task(seed), [hooks.ResultsWriter(run_dir)], fitness="reference", population=population,
+                        generations=generations, iterations=iterations, seed=seed, hof_size=5,
+                        crossover="two-point", mutation="flip-bit", **settings)
+    if evaluator_cls is not None:  # the test's fault injection, shipped to the workers with the evaluator
+        search.evaluator.__class__ = evaluator_cls
+    search.toolbox.register("map", backend.map)
     return search.run()
 
 
@@ -233,41 +228,33 @@ def test_injected_fit_failures_are_recorded_and_the_search_goes_on(tmp_path, nam
 
 
 def test_eval_timeout_fails_a_long_fit_with_worst_fitness(tmp_path):
-    from nasdip_deap.cli import build_parser
-    from nasdip_deap.commands import make_spec
     from nasdip_deap.genome import classical_dip
-    from nasdip_deap.problem import build_task
 
-    args = build_parser().parse_args(["search", "--crop", "32"])
-    spec = make_spec(args)
-    task = build_task(args, spec.levels, 0)
-    bits = spec.encode(classical_dip(spec.levels))
-    limited = Evaluator(spec, task, FitnessSettings(iterations=2000, timeout=0.2)).record(bits)
-    assert limited["error"].startswith("FitTimeout: fit ran past --eval-timeout 0.2s")
-    assert limited["fitness"] == [0.0] and limited["iterations"] == 0
-    assert 0.2 <= limited["duration"] < 60
-    free = Evaluator(spec, task, FitnessSettings(iterations=3, timeout=600)).record(bits)
+    task = crop32_task()
+    limited = evaluator_for(task, iterations=2000, eval_timeout=0.2)
+    bits = limited.spec.encode(classical_dip(limited.spec.levels))
+    rec = limited.record(bits)
+    assert rec["error"].startswith("FitTimeout: fit ran past --eval-timeout 0.2s")
+    assert rec["fitness"] == [0.0] and rec["iterations"] == 0 and rec["failure"] == "machine"
+    assert 0.2 <= rec["duration"] < 60
+    free = evaluator_for(task, iterations=3, eval_timeout=600).record(bits)
     assert free["error"] is None and free["iterations"] == 3
 
 
 def test_records_carry_provenance_and_lost_records_are_failures():
     import socket
 
-    from nasdip_deap.cli import build_parser
-    from nasdip_deap.commands import make_spec
     from nasdip_deap.genome import classical_dip
-    from nasdip_deap.problem import build_task
 
-    args = build_parser().parse_args(["search", "--crop", "32"])
-    spec = make_spec(args)
-    evaluator = Evaluator(spec, build_task(args, spec.levels, 0), FitnessSettings(iterations=2, device="cpu"))
-    bits = spec.encode(classical_dip(spec.levels))
+    evaluator = evaluator_for(crop32_task(), iterations=2)
+    bits = evaluator.spec.encode(classical_dip(evaluator.spec.levels))
     rec = evaluator.record(bits)
     assert rec["host"] == socket.gethostname() and rec["pid"] == os.getpid() and rec["worker"] == "main"
     assert rec["device"] == "cpu" and rec["gpu"] is None and rec["threads"] == 1
     assert rec["seconds"] > 0 and rec["duration"] >= rec["seconds"]
     lost = evaluator.lost_record(bits, "worker died 3 times")
     assert lost["error"] == "WorkerLost: worker died 3 times" and lost["fitness"] == [0.0]
+    assert lost["failure"] == "machine"
     assert lost["key"] == rec["key"] and lost["worker"] is None
 
 
@@ -279,7 +266,7 @@ def hall_of_fame(run_dir: Path) -> list:
 @pytest.fixture(scope="module")
 def serial_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("serial") / "run"
-    result = run_cli("search", *TINY, "--out", str(out), "--backend", "serial", timeout=900)
+    result = run_main("search", *TINY, "--out", str(out), "--backend", "serial")
     assert result.returncode == 0, result.stderr
     return out
 

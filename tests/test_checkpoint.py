@@ -1,8 +1,9 @@
-"""Checkpoints, resume and the persistent evaluation cache (issue 5).
+"""Checkpoints, resume and the persistent evaluation cache.
 
-The acceptance tests run the real CLI in subprocesses: a tiny seeded search is SIGKILLed after a
+The kill tests run the real CLI in subprocesses: a tiny seeded search is SIGKILLed after a
 checkpoint and resumed; a process writing checkpoints in a loop is SIGKILLed in the middle of a
-write; a damaged checkpoint makes ``--resume`` fail with one line, touching nothing.
+write. The other runs use the CLI in-process. A damaged checkpoint makes ``--resume`` fail with one
+line, touching nothing.
 """
 from __future__ import annotations
 
@@ -21,11 +22,11 @@ import numpy as np
 import pytest
 import torch
 
-from nasdip_deap import checkpoint
+from nasdip_deap import cache, checkpoint
 from nasdip_deap.cli import main
 from nasdip_deap.errors import UserError
 
-from .conftest import REPO, run_cli
+from .conftest import REPO, run_cli, run_main
 
 # a tiny search in which every generation trains new architectures (mutation always, 10% of bits),
 # so that it is still running when the test kills it after generation 1
@@ -50,7 +51,7 @@ def folder_snapshot(folder: Path) -> dict:
 def finished_run(tmp_path_factory) -> Path:
     """A finished tiny run (the uninterrupted reference of the resume test)."""
     out = tmp_path_factory.mktemp("reference") / "run"
-    done = run_cli(*TINY, "--out", str(out), env=ENV)
+    done = run_main(*TINY, "--out", str(out))
     assert done.returncode == 0, done.stderr
     return out
 
@@ -85,7 +86,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_hall_of_fame(finished_run, 
     assert generation is not None and 1 <= generation < 5
     assert not (out / "best.json").exists()  # it really was interrupted
 
-    resumed = run_cli("search", "--resume", str(out), env=ENV)  # no other option: the saved settings
+    resumed = run_main("search", "--resume", str(out))  # no other option: the saved settings
     assert resumed.returncode == 0, resumed.stderr
     assert hall_of_fame(out) == hall_of_fame(finished_run)
     logbook = json.loads((out / "logbook.json").read_text())
@@ -200,11 +201,27 @@ def test_damaged_checkpoint_through_the_real_cli(run_copy):
     assert folder_snapshot(run_copy) == before
 
 
-def test_missing_checkpoint_or_folder_is_a_one_line_error(run_copy, tmp_path, capsys):
+def test_a_run_without_checkpoint_resumes_from_its_settings_and_cache(run_copy, finished_run, capsys):
+    """A run stopped before its first checkpoint: ``--resume RUN`` alone rebuilds it from config.json
+    and scores every architecture it already fitted from cache.jsonl, counted as its own fits."""
     (run_copy / checkpoint.CHECKPOINT_NAME).unlink()
+    (run_copy / "best.json").unlink()
+    assert main(["search", "--resume", str(run_copy)]) == 0, capsys.readouterr().err
+    assert hall_of_fame(run_copy) == hall_of_fame(finished_run)
+    again = json.loads((run_copy / "logbook.json").read_text())
+    first = json.loads((finished_run / "logbook.json").read_text())
+    assert [(r["fits"], r["iterations"], r["cache_hits"]) for r in again] == \
+        [(r["fits"], r["iterations"], r["cache_hits"]) for r in first]
+    config = json.loads((run_copy / "config.json").read_text())
+    assert config["image"] is None and config["resumed"][-1]["after_generation"] is None
+
+
+def test_missing_folder_or_settings_is_a_one_line_error(run_copy, tmp_path, capsys):
+    (run_copy / checkpoint.CHECKPOINT_NAME).unlink()
+    (run_copy / "config.json").unlink()
     before = folder_snapshot(run_copy)
     assert main(["search", "--resume", str(run_copy)]) == 2
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "neither a checkpoint nor a config.json" in capsys.readouterr().err
     assert folder_snapshot(run_copy) == before
     assert main(["search", "--resume", str(tmp_path / "nowhere")]) == 2
     assert "not a run folder" in capsys.readouterr().err
@@ -233,7 +250,7 @@ def test_resume_accepts_repeated_and_runtime_options(run_copy, capsys):
 
 
 def test_resume_can_extend_the_run(run_copy):
-    done = run_cli("search", "--resume", str(run_copy), "--generations", "6", env=ENV)
+    done = run_main("search", "--resume", str(run_copy), "--generations", "6")
     assert done.returncode == 0, done.stderr
     logbook = json.loads((run_copy / "logbook.json").read_text())
     assert [row["gen"] for row in logbook] == list(range(7))
@@ -280,16 +297,16 @@ def test_rng_states_round_trip():
 def test_repeated_run_never_retrains(finished_run, tmp_path):
     """--cache FILE in a new folder, and --force into the same folder, score everything from the cache."""
     other = tmp_path / "again"
-    done = run_cli(*TINY, "--out", str(other), "--cache", str(finished_run / checkpoint.CACHE_NAME), env=ENV)
+    done = run_main(*TINY, "--out", str(other), "--cache", str(finished_run / cache.CACHE_NAME))
     assert done.returncode == 0, done.stderr
     logbook = json.loads((other / "logbook.json").read_text())
     assert sum(row["fits"] for row in logbook) == 0
     assert sum(row["cache_hits"] for row in logbook) > 0
     assert hall_of_fame(other) == hall_of_fame(finished_run)
-    assert len((other / checkpoint.CACHE_NAME).read_text().splitlines()) == \
-        len((finished_run / checkpoint.CACHE_NAME).read_text().splitlines())  # imported: self-contained
+    assert len((other / cache.CACHE_NAME).read_text().splitlines()) == \
+        len((finished_run / cache.CACHE_NAME).read_text().splitlines())  # imported: self-contained
 
-    again = run_cli(*TINY, "--out", str(other), "--force", env=ENV)
+    again = run_main(*TINY, "--out", str(other), "--force")
     assert again.returncode == 0, again.stderr
     assert sum(row["fits"] for row in json.loads((other / "logbook.json").read_text())) == 0
 
@@ -299,7 +316,7 @@ def test_cache_of_other_settings_is_not_used(finished_run, tmp_path):
     args = list(TINY)
     args[args.index("--seed") + 1] = "4"  # another context: nothing may be reused
     args[args.index("--generations") + 1] = "0"
-    done = run_cli(*args, "--out", str(other), "--cache", str(finished_run / checkpoint.CACHE_NAME), env=ENV)
+    done = run_main(*args, "--out", str(other), "--cache", str(finished_run / cache.CACHE_NAME))
     assert done.returncode == 0, done.stderr
     assert json.loads((other / "logbook.json").read_text())[0]["fits"] == 4
 
@@ -307,19 +324,19 @@ def test_cache_of_other_settings_is_not_used(finished_run, tmp_path):
 def test_cache_file_with_a_half_written_line(finished_run, tmp_path):
     from types import SimpleNamespace
 
-    lines = (finished_run / checkpoint.CACHE_NAME).read_text().splitlines()
-    path = tmp_path / checkpoint.CACHE_NAME
+    lines = (finished_run / cache.CACHE_NAME).read_text().splitlines()
+    path = tmp_path / cache.CACHE_NAME
     path.write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])  # a kill in the middle of an append
     context = json.loads(lines[0])["context"]
-    evaluator = SimpleNamespace(context=context, cache_key=lambda key: f"{context}:{key}")
-    assert len(checkpoint.load_cache_file(path, evaluator)) == len({json.loads(x)["key"] for x in lines[:3]})
-    checkpoint.repair_jsonl_tail(path)
+    evaluator = SimpleNamespace(context=context, cache_key=lambda key: f"{context}:{key}", legacy_context=lambda: None)
+    assert len(cache.load_cache_file(path, evaluator)) == len({json.loads(x)["key"] for x in lines[:3]})
+    cache.repair_jsonl_tail(path)
     assert path.read_text() == "\n".join(lines[:3]) + "\n"
 
 
 def test_missing_cache_file_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
-        checkpoint.load_cache_file(tmp_path / "nope.jsonl", None)
+        cache.load_cache_file(tmp_path / "nope.jsonl", None)
 
 
 def test_multi_objective_run_resumed_and_extended_equals_a_longer_run(tmp_path, capsys):

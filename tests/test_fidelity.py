@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from nasdip_deap.api import search_architecture
+from .helpers import searched
 from nasdip_deap.fidelity import FIDELITIES, AdaptiveFidelity, SuccessiveHalving, make_fidelity, patience_for
 from nasdip_deap.errors import UserError
 from nasdip_deap.registry import TASKS
@@ -28,7 +28,7 @@ def test_halving_budgets_and_parsing():
 
 
 def test_halving_search_accounts_every_rung(task):
-    run = search_architecture(task, population=6, generations=1, iterations=18, fitness="blind", seed=1,
+    run = searched(task, population=6, generations=1, iterations=18, fitness="blind", seed=1,
                               device="cpu", fidelity="halving:eta=3,rungs=3")
     records = list(run.cache.values())
     rungs = [r["fidelity"]["rung"] for r in records]
@@ -50,7 +50,7 @@ def test_halving_through_the_cli(tmp_path, cli):
                "--fidelity", "halving", "--fitness", "blind", "--early-stop", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["fitness"]["settings"]["fidelity"] == "halving"
+    assert config["fitness"]["settings"]["fidelity"].startswith("halving:eta=3,rungs=3")
     best = json.loads((out / "best.json").read_text())
     logbook = json.loads((out / "logbook.json").read_text())
     assert best["compute"]["iterations"] == sum(row["iterations"] for row in logbook)
@@ -69,7 +69,7 @@ def test_curve_stopper_compares_with_reference():
 
 
 def test_early_stop_ends_fits_and_records_it(task):
-    run = search_architecture(task, population=3, generations=0, iterations=200, fitness="blind", seed=2,
+    run = searched(task, population=3, generations=0, iterations=200, fitness="blind", seed=2,
                               device="cpu", early_stop=1, seed_classical=False)
     records = list(run.cache.values())
     assert any(r["stopped_early"] and r["iterations"] < 200 for r in records)
@@ -93,7 +93,7 @@ def test_candidates_cut_at_a_cheap_rung_rank_below_full_budget_ones():
 
 
 def test_halving_best_reached_the_full_budget(task):
-    run = search_architecture(task, population=6, generations=2, iterations=18, fitness="blind", seed=3,
+    run = searched(task, population=6, generations=2, iterations=18, fitness="blind", seed=3,
                               device="cpu", fidelity="halving:eta=3,rungs=3")
     best = run.record_for(run.best())
     assert best["fidelity"]["rung"] == 2 and best["iterations"] == 18
@@ -107,7 +107,7 @@ def test_halving_best_reached_the_full_budget(task):
 def test_every_fidelity_keeps_the_search_correct(task, name):
     """Registry-driven: each fidelity scores every candidate, and its compute adds up per candidate and
     per generation."""
-    run = search_architecture(task, population=4, generations=1, iterations=12, fitness="blind", seed=4,
+    run = searched(task, population=4, generations=1, iterations=12, fitness="blind", seed=4,
                               device="cpu", fidelity=name)
     assert all(ind.fitness.valid for ind in run.population)
     records = list(run.cache.values())
@@ -119,8 +119,8 @@ def test_every_fidelity_keeps_the_search_correct(task, name):
 
 def test_keep_best_returns_the_peak_of_the_held_out_curve(task):
     """An early-stopped fit is scored by, and returns, its best log point (no ground truth used)."""
-    from nasdip_deap.backends import torch_threads
-    from nasdip_deap.fit import fit
+    from nasdip_deap.workers import torch_threads
+    from nasdip_deap.engine import fit
     from nasdip_deap.fitness import make_holdout
     from nasdip_deap.genome import classical_dip
 
@@ -145,8 +145,8 @@ def test_running_best_curve_stopper_ignores_dips_after_a_peak():
 
 
 def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the_peak(tmp_path, cli):
-    assert patience_for("adaptive", None) == AdaptiveFidelity.default_patience
-    assert patience_for("adaptive", 7) == 7 and patience_for("full", None) is None
+    assert patience_for(make_fidelity("adaptive"), None) == AdaptiveFidelity.default_patience
+    assert patience_for(make_fidelity("adaptive"), 7) == 7 and patience_for(make_fidelity("full"), None) is None
     out = tmp_path / "run"
     proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "100",
                "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
@@ -162,14 +162,18 @@ def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the
 
 
 class FakeSearch:
-    """What a fidelity sees of a search: settings, the cache, map, record (which logs its reference)."""
+    """What a fidelity sees of a search (an ``EvaluationContext``): the evaluator's settings and
+    ``record`` (which logs its reference), ``map``, and the records so far."""
 
     def __init__(self, iterations=60):
         from types import SimpleNamespace
 
         self.cache, self.seen = {}, []
         self.evaluator = SimpleNamespace(settings=SimpleNamespace(iterations=iterations), record=self.record)
-        self.toolbox = SimpleNamespace(map=map)
+        self.map = map
+
+    def records(self):
+        return list(self.cache.values())
 
     def record(self, bits, reference_curve=None, curve_margin=1.0, curve_warmup=0.25):
         self.seen.append((bits[0], reference_curve))

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from nasdip_deap import checkpoint
-from nasdip_deap.api import search_architecture
+from .helpers import searched
 from nasdip_deap.errors import UserError
-from nasdip_deap.finalists import Finalists, finalist_table, mean_quality
+from nasdip_deap.finalists import Finalists
 from nasdip_deap.registry import TASKS
 
 
@@ -19,7 +19,7 @@ def task(tiny_image):
 
 @pytest.fixture
 def run(task):
-    return search_architecture(task, population=4, generations=1, iterations=12, fitness="blind", seed=3,
+    return searched(task, population=4, generations=1, iterations=12, fitness="blind", seed=3,
                                device="cpu", finalists=2, finalist_repeats=2)
 
 
@@ -36,7 +36,7 @@ def test_finalists_are_refitted_and_counted(run):
     assert run.totals.fits == sum(row["fits"] for row in run.logbook) + refits
     assert run.totals.iterations == sum(row["iterations"] for row in run.logbook) + \
         sum(r["iterations"] for v in run.replicates.values() for r in v)
-    table = finalist_table(run)
+    table = run.finalist_table()
     assert [row["mean"] for row in table] == sorted((row["mean"] for row in table), reverse=True)
     assert all(len(row["scores"]) == 3 for row in table)
     assert run.record_for(run.best())["key"] == table[0]["key"]
@@ -50,16 +50,17 @@ def test_best_is_the_finalist_with_the_best_mean(run):
         rec["fitness"] = [first.fitness.values[0] - 20.0]
     for rec in run.replicates[run.cache_key(second)]:
         rec["fitness"] = [second.fitness.values[0] + 20.0]
-    assert mean_quality(run, second) > mean_quality(run, first)
+    assert run.mean_quality(second) > run.mean_quality(first)
     assert run.best() is second
 
 
 def test_blind_refits_hold_out_other_pixels(run):
     evaluator = run.evaluator
-    assert torch.equal(evaluator.holdout_for(0), evaluator.holdout)
-    other = evaluator.holdout_for(1)
-    assert other.shape == evaluator.holdout.shape and not torch.equal(other, evaluator.holdout)
-    assert torch.equal(other, evaluator.holdout_for(1))  # reproducible draw
+    own = evaluator.holdouts[0]
+    assert torch.equal(evaluator.holdout_for(0), own)
+    other = evaluator.holdout_for(0, replicate=1)
+    assert other.shape == own.shape and not torch.equal(other, own)
+    assert torch.equal(other, evaluator.holdout_for(0, replicate=1))  # reproducible draw
 
 
 def test_refits_survive_a_checkpoint_and_are_not_repeated(run, tmp_path):
@@ -69,9 +70,11 @@ def test_refits_survive_a_checkpoint_and_are_not_repeated(run, tmp_path):
     checkpoint.restore(run, state, rng=False)
     assert run.replicates == replicates
     fits = run.totals.fits
-    Finalists(2, 2).run(run)  # everything is there already
+    run.finalists = Finalists(2, 2)
+    run.run_finalists()  # everything is there already
     assert run.totals.fits == fits
-    Finalists(2, 3).run(run)  # one more re-fit each
+    run.finalists = Finalists(2, 3)
+    run.run_finalists()  # one more re-fit each
     assert run.totals.fits == fits + 2
     assert all(len(v) == 3 for v in run.replicates.values())
 

@@ -4,7 +4,7 @@ import random
 import torch
 
 from nasdip_deap import GenomeSpec, classical_dip, decode
-from nasdip_deap.fit import fit, resolve_device
+from nasdip_deap.engine import fit, resolve_device
 from nasdip_deap.metrics import psnr
 from nasdip_deap.registry import TASKS
 

@@ -228,8 +228,14 @@ def test_bind_records_resolved_parameters_and_leaves_random_state_alone():
     ("crossover", "uniform:foo=1", "takes no parameter 'foo' (its parameters: indpb)"),
     ("selection", "tournament:k=3", "'k' is given by the algorithm at each call"),
     ("mutation", "field-aware:spec=2", "the genome spec is supplied by the search"),
-    ("crossover", "uniform:indpb=abc", "fails on a sample"),
-    ("selection", "nsga2:nd=quick", "fails on a sample"),
+    ("crossover", "uniform:indpb=abc", "operator 'uniform': indpb must be a number between 0 and 1, got 'abc'"),
+    ("crossover", "uniform:indpb=7", "operator 'uniform': indpb must be a number between 0 and 1, got 7"),
+    ("mutation", "flip-bit:indpb=2", "operator 'flip-bit': indpb must be a number between 0 and 1, got 2"),
+    ("mutation", "flip-bit:indpb=-1", "indpb must be a number between 0 and 1, got -1"),
+    ("mutation", "field-aware:indpb=1.5", "indpb must be a number between 0 and 1, got 1.5"),
+    ("selection", "tournament:tournsize=0", "operator 'tournament': tournsize must be a whole number >= 1, got 0"),
+    ("selection", "tournament:tournsize=2.5", "tournsize must be a whole number >= 1, got 2.5"),
+    ("selection", "nsga2:nd=quick", "nd must be one of auto, standard, log, got 'quick'"),
 ])
 def test_bad_operator_choices_are_refused(kind, text, message):
     with pytest.raises(UserError) as err:

@@ -14,6 +14,14 @@ from nasdip_deap.algorithms import Algorithm
 from nasdip_deap.cli import main
 from nasdip_deap.registry import ALGORITHMS, OPERATORS
 
+
+@pytest.fixture
+def cli():
+    """Entry-point plugins are found by a new interpreter: these tests run the real console command."""
+    from .conftest import run_cli
+
+    return run_cli
+
 PLUGIN = Path(__file__).parent / "plugins" / "nasdip_demo_ops"
 TINY = ["--crop", "32", "--iterations", "10", "--population", "4", "--generations", "1", "--no-classical-seed"]
 

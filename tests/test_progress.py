@@ -1,4 +1,4 @@
-"""Live progress: a tqdm bar on a terminal, plain log lines otherwise, --quiet and --verbose (issue 5)."""
+"""Live progress: a tqdm bar on a terminal, plain log lines otherwise, --quiet and --verbose."""
 from __future__ import annotations
 
 import io
@@ -9,7 +9,8 @@ import pytest
 
 from nasdip_deap.hooks import ProgressHook, _duration
 
-from .conftest import run_cli
+from .conftest import run_main
+from .helpers import tiny_search as build_tiny
 
 TINY = ["search", "--crop", "16", "--levels", "2", "--population", "3", "--generations", "1", "--iterations", "5",
         "--seed", "1"]
@@ -24,26 +25,14 @@ class Terminal(io.StringIO):
 
 def tiny_search(hooks: list, generations: int = 1):
     """A real 2-level search on a 32 px image: real DEAP loop, real (5-step) torch fits."""
-    from nasdip_deap.algorithms import ALGORITHMS
-    from nasdip_deap.fitness import Evaluator, FitnessSettings
-    from nasdip_deap.genome import GenomeSpec
-    from nasdip_deap.operators import bind_operator
     from nasdip_deap.registry import TASKS
-    from nasdip_deap.search import Search, make_toolbox, max_generations
     import torch
 
     y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
     clean = torch.stack([x, y, (x * y)]).clamp(0, 1)
-    spec = GenomeSpec(levels=2)
     task = TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, 0)
-    evaluator = Evaluator(spec, task, FitnessSettings(iterations=5, device="cpu"))
-    algorithm = ALGORITHMS.get("ga")(cxpb=0.5, mutpb=1.0)
-    toolbox = make_toolbox(spec, evaluator)
-    bind_operator(toolbox, "mate", "two-point", "crossover", spec)
-    bind_operator(toolbox, "mutate", "flip-bit:indpb=0.2", "mutation", spec)
-    bind_operator(toolbox, "select", "tournament", "selection", spec)
-    return Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm, population_size=3,
-                  termination=max_generations(generations), seed=2, hooks=hooks).run()
+    return build_tiny(task, hooks, levels=2, iterations=5, mutpb=1.0, mutation="flip-bit:indpb=0.2",
+                      crossover="two-point", population=3, generations=generations, seed=2, hof_size=5).run()
 
 
 @pytest.fixture
@@ -91,9 +80,9 @@ def test_quiet_hook_shows_nothing_on_a_terminal():
 
 
 def test_cli_progress_quiet_and_verbose(tmp_path):
-    normal = run_cli(*TINY, "--out", str(tmp_path / "normal"))
-    quiet = run_cli(*TINY, "--out", str(tmp_path / "quiet"), "--quiet")
-    verbose = run_cli(*TINY, "--out", str(tmp_path / "verbose"), "--verbose")
+    normal = run_main(*TINY, "--out", str(tmp_path / "normal"))
+    quiet = run_main(*TINY, "--out", str(tmp_path / "quiet"), "--quiet")
+    verbose = run_main(*TINY, "--out", str(tmp_path / "verbose"), "--verbose")
     for done in (normal, quiet, verbose):
         assert done.returncode == 0, done.stderr
         assert "best found: PSNR" in done.stdout  # the final result is always printed
@@ -105,6 +94,7 @@ def test_cli_progress_quiet_and_verbose(tmp_path):
     assert re.search(r"^gen 1/1: \d fits", verbose.stderr, re.M)
 
 
-@pytest.mark.parametrize("seconds, text", [(5, "5s"), (65, "1m05s"), (7440, "2h04m"), (float("inf"), "?")])
+@pytest.mark.parametrize("seconds, text", [(5, "5s"), (65, "1m05s"), (7440, "2h04m"), (3 * 86400 + 7 * 3600, "3d07h"),
+                                           (2.06e20, "over 10 years"), (float("inf"), "?")])
 def test_duration_format(seconds, text):
     assert _duration(seconds) == text

@@ -1,4 +1,4 @@
-"""``nasdip report`` and the report ``nasdip search`` writes at its end (issue 5)."""
+"""``nasdip report`` and the report ``nasdip search`` writes at its end."""
 from __future__ import annotations
 
 import json

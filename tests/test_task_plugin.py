@@ -14,6 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+
+@pytest.fixture
+def cli():
+    """Entry-point plugins are found by a new interpreter: these tests run the real console command."""
+    from .conftest import run_cli
+
+    return run_cli
+
 PLUGIN = Path(__file__).resolve().parent / "plugins" / "nasdip_jpeg_task"
 
 

@@ -14,14 +14,15 @@ from PIL import Image
 from nasdip_deap import metrics
 from nasdip_deap.cli import build_parser, main
 from nasdip_deap.errors import UserError
-from nasdip_deap.fit import fit
-from nasdip_deap.fitness import Evaluator, FitnessSettings
+from nasdip_deap.commands import task_from_args
+from nasdip_deap.engine import fit
 from nasdip_deap.genome import GenomeSpec, classical_dip
 from nasdip_deap.image_io import load_image
-from nasdip_deap.problem import build_task
 from nasdip_deap.registry import TASKS
 from nasdip_deap.tasks.inpaint import Inpaint, stripes_mask, text_mask
 from nasdip_deap.tasks.super_resolution import SuperResolution, downsample
+
+from .helpers import evaluator_for
 
 TASK_NAMES = TASKS.names()
 LEVELS = 3
@@ -31,9 +32,9 @@ def parse(*argv: str):
     return build_parser().parse_args(list(argv))
 
 
-def default_options(name: str, *extra: str) -> dict:
-    """A task's options as the CLI would choose them with no task flags (works for plugins too)."""
-    return TASKS.get(name).options_from_args(parse("search", "--task", name, *extra))
+def default_options(name: str) -> dict:
+    """A task's options with no option given (works for plugins too)."""
+    return TASKS.get(name).resolve_options({})
 
 
 def make_task(name: str, clean: torch.Tensor, seed: int = 1):
@@ -100,7 +101,7 @@ def test_rgba_and_grayscale_files_build_every_task(name, tmp_path, tiny_image):
     Image.fromarray(np.dstack([rgb, np.full((32, 32), 100, np.uint8)]), "RGBA").save(tmp_path / "rgba.png")
     Image.fromarray(rgb[..., 0], "L").save(tmp_path / "gray.png")
     for image, channels in (("rgba.png", 3), ("gray.png", 1)):
-        task = build_task(parse("baseline", "--task", name, "--image", str(tmp_path / image), "--levels", "2"), 2, 0)
+        task = task_from_args(parse("baseline", "--task", name, "--image", str(tmp_path / image), "--levels", "2"), 2)
         assert task.channels == channels == task.clean.shape[0] == task.preview().shape[0]
 
 
@@ -109,18 +110,18 @@ def test_rgba_and_grayscale_files_build_every_task(name, tmp_path, tiny_image):
 def test_fitness_modes_through_evaluator_record(name, mode, tiny_image):
     task = make_task(name, tiny_image)
     spec = GenomeSpec(levels=LEVELS)
-    evaluator = Evaluator(spec, task, FitnessSettings(mode=mode, iterations=6, holdout=0.25, seed=3, device="cpu"))
+    evaluator = evaluator_for(task, fitness=mode, iterations=6, holdout=0.25, seed=3, levels=LEVELS)
     record = evaluator.record(spec.encode(classical_dip(LEVELS)))
     assert record["error"] is None, record.get("traceback")
     assert np.isfinite(record["metrics"]["psnr"]), "the true PSNR is recorded in both modes"
     if mode == "reference":
         assert record["fitness"] == [record["metrics"]["psnr"]]
-        assert evaluator.holdout is None
+        assert evaluator.holdouts == [None]
     else:
         assert record["fitness"] == [record["metrics"]["heldout_psnr"]]
         assert record["metrics"]["heldout_psnr"] != record["metrics"]["psnr"]
         # the hold-out lives in observation space, on observed pixels only
-        held = evaluator.holdout
+        held = evaluator.holdouts[0]
         assert held.shape == task.observed_mask.shape
         assert 0 < float(held.sum()) < float(task.observed_mask.sum())
         assert float((held * (1 - task.observed_mask)).sum()) == 0
@@ -135,9 +136,9 @@ def test_blind_fitness_never_sees_the_clean_image(name, tiny_image):
     other.clean = (tiny_image * 0.5).contiguous()
     spec = GenomeSpec(levels=LEVELS)
     bits = spec.encode(classical_dip(LEVELS))
-    settings = FitnessSettings(mode="blind", iterations=4, holdout=0.25, seed=0, device="cpu")
-    a = Evaluator(spec, task, settings).record(bits)
-    b = Evaluator(spec, other, settings).record(bits)
+    settings = {"fitness": "blind", "iterations": 4, "holdout": 0.25, "seed": 0, "levels": LEVELS}
+    a = evaluator_for(task, **settings).record(bits)
+    b = evaluator_for(other, **settings).record(bits)
     assert a["fitness"] == b["fitness"]
     assert a["metrics"]["psnr"] != b["metrics"]["psnr"]
 
@@ -157,11 +158,10 @@ def test_blind_fitness_warns_when_it_holds_out_few_pixels(tiny_image):
     logger = logging.getLogger("nasdip.fitness")
     logger.addHandler(handler)
     try:
-        spec = GenomeSpec(levels=LEVELS)
-        settings = FitnessSettings(mode="blind", iterations=1, holdout=0.25, seed=0, device="cpu")
-        Evaluator(spec, SuperResolution.from_clean(tiny_image, {"scale": 4}, 0), settings)
+        settings = {"fitness": "blind", "iterations": 1, "holdout": 0.25, "seed": 0, "levels": LEVELS}
+        evaluator_for(SuperResolution.from_clean(tiny_image, {"scale": 4}, 0), **settings)
         assert len(handler.messages) == 1 and "of 64 observed pixels" in handler.messages[0]
-        Evaluator(spec, SuperResolution.from_clean(torch.rand(3, 128, 128), {"scale": 2}, 0), settings)
+        evaluator_for(SuperResolution.from_clean(torch.rand(3, 128, 128), {"scale": 2}, 0), **settings)
         assert len(handler.messages) == 1, "1024 observed pixels hold out enough"
     finally:
         logger.removeHandler(handler)
@@ -218,7 +218,7 @@ def test_sr_from_observed_low_res_image_with_clean_cropped_at_the_same_place(tmp
     low = write_png("low.png", downsample(clean, 2).clamp(0, 1))
     args = parse("baseline", "--task", "super-resolution", "--scale", "2", "--observed", str(low),
                  "--clean", str(tmp_path / "clean.png"), "--crop", "9", "--levels", "2")
-    task = build_task(args, 2, 0)
+    task = task_from_args(args, 2)
     assert tuple(task.observation.shape) == (3, 9, 9) and task.output_size == (18, 18)
     assert torch.equal(task.clean, clean[:, 20:38, 20:38])  # rows 10..18 of the 30 px observation, x2
 
@@ -265,7 +265,7 @@ def test_inpaint_mask_file_zero_missing_nonzero_known_cropped_like_the_image(tmp
     Image.fromarray(mask).save(tmp_path / "mask.png")
     args = parse("baseline", "--task", "inpaint", "--image", str(tmp_path / "img.png"),
                  "--mask", str(tmp_path / "mask.png"), "--crop", "32", "--levels", "2")
-    task = build_task(args, 2, 0)
+    task = task_from_args(args, 2)
     expected = torch.from_numpy((mask[4:36, 4:36] > 0).astype(np.float32)).unsqueeze(0)
     assert torch.equal(task.observed_mask, expected)
     assert float(task.observation[:, expected[0] == 0].abs().max()) == 0
@@ -282,7 +282,7 @@ def test_inpaint_rgb_mask_and_grayscale_and_rgba_images(tmp_path, write_png, tin
     for image, channels in (("gray.png", 1), ("rgba.png", 3)):
         args = parse("baseline", "--task", "inpaint", "--image", str(tmp_path / image),
                      "--mask", str(tmp_path / "mask.png"), "--levels", "2")
-        task = build_task(args, 2, 0)
+        task = task_from_args(args, 2)
         assert task.channels == channels
         assert float(task.observed_mask.sum()) == 32 * 32 - 4 * 32 + 1
 
@@ -325,7 +325,6 @@ def test_a_crop_that_leaves_no_missing_pixel_is_refused(capsys, tmp_path, write_
 
 @pytest.mark.parametrize("argv, needles", [
     (["--task", "super-resolution", "--scale", "3"], ["--scale", "2, 4, 8"]),
-    (["--task", "super-resolution", "--scale", "8", "--crop", "36"], ["multiples of 8", "36x36"]),
     (["--task", "inpaint", "--mask-ratio", "0.4", "--mask-pattern", "text"], ["one mask source"]),
     (["--task", "inpaint", "--mask-ratio", "1"], ["--mask-ratio"]),
     (["--task", "no-such-task"], ["unknown task 'no-such-task'", "denoise", "inpaint", "super-resolution"]),
@@ -335,6 +334,21 @@ def test_bad_task_options_are_one_line_user_errors(capsys, tmp_path, argv, needl
                          "--out", str(tmp_path / "out"))
     assert_user_error(code, err, *needles)
     assert not (tmp_path / "out").exists(), "nothing is written for a rejected problem"
+
+
+def test_super_resolution_trims_a_clean_image_to_multiples_of_the_factor(tmp_path):
+    """A whole photo whose sides are not multiples of the factor is restored at the largest centred size
+    that is (36 px at x8: 32 px), instead of being refused."""
+    task = SuperResolution.from_clean(torch.rand(3, 36, 44), {"scale": 8}, 0)
+    assert task.output_size == (32, 40) and tuple(task.observation.shape) == (3, 4, 5)
+
+
+@pytest.mark.parametrize("option, value, owner", [("--mask-ratio", "0.3", "inpaint"), ("--scale", "2",
+                                                                                        "super-resolution")])
+def test_an_option_of_another_task_is_an_error(capsys, tmp_path, option, value, owner):
+    code, err = run_main(capsys, "baseline", "--task", "denoise", option, value, "--out", str(tmp_path / "out"))
+    assert_user_error(code, err, f"{option} applies to task {owner}, not denoise")
+    assert not (tmp_path / "out").exists()
 
 
 def test_inpainting_an_observed_image_needs_its_mask(capsys, tmp_path, write_png, tiny_image):
@@ -397,7 +411,7 @@ def test_psnr_history_uses_the_tasks_own_psnr(tiny_image):
     """Super-resolution reports Y-channel PSNR with a cropped border; the curve during the fit must be
     the same measure as the final figure, or the two disagree by a dB or more."""
     from nasdip_deap import classical_dip
-    from nasdip_deap.fit import fit
+    from nasdip_deap.engine import fit
 
     clean = torch.nn.functional.interpolate(tiny_image[None], size=(64, 64), mode="bilinear")[0]
     task = TASKS.get("super-resolution").from_clean(clean, {"scale": 4}, seed=0)

@@ -3,20 +3,20 @@
 The observation is the clean image saved as a JPEG at ``--jpeg-quality`` and read back; the forward
 model is the identity (the network output is compared with the JPEG image directly, and DIP's prior
 fits the image before it fits the block artefacts). Registered only through the entry point
-``nasdip_deap.tasks: jpeg = nasdip_jpeg_task:JpegArtifacts`` in setup.cfg.
+``nasdip_deap.tasks: jpeg = nasdip_jpeg_task:JpegArtifacts`` in setup.cfg. Its option is declared as
+data (``OPTIONS``): nasdip builds the ``--jpeg-quality`` flag and checks its range.
 """
 from __future__ import annotations
 
-import argparse
 import io
 
 import numpy as np
 import torch
 from PIL import Image
 
-from nasdip_deap.errors import UserError
 from nasdip_deap.image_io import pil_to_tensor, to_uint8
-from nasdip_deap.tasks import Task
+from nasdip_deap.params import Param
+from nasdip_deap.tasks import Option, Task
 
 
 def jpeg_roundtrip(img: torch.Tensor, quality: int) -> torch.Tensor:
@@ -35,17 +35,7 @@ class JpegArtifacts(Task):
     name = "jpeg"
     summary = "remove JPEG compression artefacts (example plugin; forward model: identity)"
 
-    @classmethod
-    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--jpeg-quality", type=int, default=10,
-                            help="jpeg: JPEG quality (1-95) used to compress a clean --image (default 10)")
-
-    @classmethod
-    def options_from_args(cls, args: argparse.Namespace) -> dict:
-        quality = getattr(args, "jpeg_quality", 10)
-        if not 1 <= quality <= 95:
-            raise UserError(f"--jpeg-quality must be between 1 and 95, got {quality}")
-        return {"jpeg_quality": int(quality)}
+    OPTIONS = (Option("jpeg_quality", 10, "JPEG quality used to compress a clean image", Param(int, low=1, high=95)),)
 
     @classmethod
     def from_clean(cls, clean: torch.Tensor, options: dict, seed: int) -> "JpegArtifacts":

@@ -1,7 +1,8 @@
 """The search loop: DEAP toolbox, deduplicated and cached evaluation, hooks between generations.
 
 The loop owns no logging, checkpointing or progress code: those are hooks (EvoTorch style). The
-algorithm and the termination rule are values passed in (pymoo style).
+algorithm, the termination rule, the fidelity schedule and the finalists are values passed in (pymoo
+style); ``compose.build_search`` is the one place that assembles them.
 """
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ from deap import base, tools
 
 from . import deap_types
 from .algorithms import Algorithm
-from .fidelity import FullFidelity
-from .finalists import mean_quality
-from .fitness import Evaluator
+from .fidelity import EvaluationContext, spent
+from .finalists import mean_score, refit_replicate
+from .fitness import MACHINE, Evaluator, record_failure
 from .genome import GenomeSpec, classical_dip
 
 
@@ -55,7 +56,7 @@ def _generation_reached(search: "Search", n: int) -> bool:
 
 @dataclass
 class Compute:
-    """What one generation cost."""
+    """What a generation (or a whole run) cost."""
 
     evaluated: int = 0  # individuals whose fitness was assigned
     fits: int = 0  # DIP fits actually run
@@ -64,6 +65,8 @@ class Compute:
     failures: int = 0
     iterations: int = 0
     fit_seconds: float = 0.0
+    pixel_steps: int = 0  # DIP iterations x restored pixels: compute comparable across image sizes
+    revaried: int = 0  # children varied again because their architecture was already fitted
 
     def charge(self, spent: dict, failed: bool) -> None:
         """Add what one candidate's fits cost (``fidelity.spent``), and whether it failed."""
@@ -71,11 +74,17 @@ class Compute:
         self.failures += bool(failed)
         self.iterations += spent["iterations"]
         self.fit_seconds += spent["seconds"]
+        self.pixel_steps += spent.get("pixel_steps", 0)
+
+    def add(self, other: "Compute") -> None:
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
 
 
 @dataclass
 class Search:
-    """One run of an algorithm over a genome spec. ``run()`` can be called on a fresh or restored state."""
+    """One run of an algorithm over a genome spec. ``run()`` can be called on a fresh or restored state.
+    Built by ``compose.build_search``; every setting is given there."""
 
     spec: GenomeSpec
     evaluator: Evaluator
@@ -83,13 +92,14 @@ class Search:
     algorithm: Algorithm
     population_size: int
     termination: Callable[["Search"], bool]
-    seed: int = 0
-    archive_size: int = 5
-    seed_classical: bool = True
-    init_spread: float | None = None  # start from mutants of classical DIP (bit-flip probability), not random
+    seed: int
+    archive_size: int
+    seed_classical: bool
+    init_spread: float | None  # start from mutants of classical DIP (bit-flip probability), not random
+    fidelity: object  # how much training each new candidate gets
+    finalists: object  # e.g. finalists.Finalists(3, 2): re-fit the best before choosing one; or None
+    novel_retries: int  # times a child whose architecture was already fitted is varied again
     hooks: list = field(default_factory=list)
-    fidelity: object = field(default_factory=FullFidelity)  # how much training each new candidate gets
-    finalists: object = None  # e.g. finalists.Finalists(3, 2): re-fit the best before choosing one
     # state (checkpointed)
     population: list | None = None
     archive: object = None
@@ -98,6 +108,9 @@ class Search:
     cache: dict = field(default_factory=dict)
     totals: Compute = field(default_factory=Compute)
     replicates: dict = field(default_factory=dict)  # cache key -> re-fit records of a finalist
+    failed: dict = field(default_factory=dict)  # cache key -> record of a machine failure (never cached)
+    uncharged: set = field(default_factory=set)  # cache keys this run fitted before a restart, not yet counted
+    seen: set = field(default_factory=set)  # cache keys of every architecture this run has scored so far
 
     def __post_init__(self):
         if self.archive is None:
@@ -116,35 +129,77 @@ class Search:
     def cache_key(self, individual) -> str:
         return self.evaluator.cache_key(self.spec.decode(individual).key())
 
-    def evaluate(self, individuals: Iterable) -> None:
-        """Give every invalid individual its fitness: identical architectures are fitted once, and
-        architectures already in the cache are not fitted again."""
+    def context(self) -> EvaluationContext:
+        """The narrow view of this search that fidelity schedules work through. Records this run fitted
+        before a restart and has not reached again stay out of it, as they were not there the first time."""
+        return EvaluationContext(self.evaluator, self.toolbox.map,
+                                 lambda: [r for k, r in self.cache.items() if k not in self.uncharged])
+
+    def make_novel(self, individuals: list, exempt: Iterable = ()) -> int:
+        """Vary again (with the toolbox's mutation) each child whose architecture this run has already
+        scored (fitted, or taken from its cache), or that an earlier child of the batch has, up to
+        ``novel_retries`` times, so that every slot buys a new architecture; returns how many children
+        were varied again. Cache entries the run has not reached yet do not count: a run repeated with
+        its own cache takes the same steps and scores everything from it."""
+        mutate = getattr(self.toolbox, "mutate", None)
+        if mutate is None or not self.novel_retries:
+            return 0
+        exempt_ids = {id(ind) for ind in exempt}
+        taken = set(self.seen)
+        revaried = 0
+        for ind in individuals:
+            key = self.cache_key(ind)
+            tries = 0
+            while id(ind) not in exempt_ids and key in taken and tries < self.novel_retries:
+                mutate(ind)
+                tries += 1
+                key = self.cache_key(ind)
+            revaried += tries > 0
+            taken.add(key)
+        return revaried
+
+    def evaluate(self, individuals: Iterable, exempt: Iterable = ()) -> None:
+        """Give every invalid individual its fitness: children whose architecture was already fitted are
+        varied again first (except ``exempt`` ones); identical architectures are fitted once, and
+        architectures already in the cache are not fitted again. A fit that fails for a machine reason
+        scores worst but is not cached. Records fitted before a restart count as fits when reached."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
+        c = self._gen_compute
+        c.revaried += self.make_novel(invalid, exempt)
         groups: dict[str, list] = {}
         for ind in invalid:
             ind.born = self.generation
             groups.setdefault(self.cache_key(ind), []).append(ind)
         missing = [key for key in groups if key not in self.cache]
-        c = self._gen_compute
+        recovered = [key for key in groups if key in self.uncharged]
         c.evaluated += len(invalid)
-        c.cache_hits += len(groups) - len(missing)
+        c.cache_hits += len(groups) - len(missing) - len(recovered)
         c.duplicates += len(invalid) - len(groups)
         self._emit("on_evaluations_start", len(missing))
         bits = [list(groups[key][0]) for key in missing]
-        for key, record in zip(missing, self.fidelity.evaluate(self, bits)):
+        results = {}
+        for key, record in zip(missing, self.fidelity.evaluate(self.context(), bits)):
             record["generation"] = self.generation
-            self.cache[key] = record
-            spent = record.get("spent") or {"fits": 1, "iterations": record["iterations"],
-                                            "seconds": record["seconds"]}
-            c.charge(spent, record["error"] is not None)
+            if record_failure(record) == MACHINE:
+                self.failed[key] = record
+            else:
+                self.cache[key] = record
+            results[key] = record
+            c.charge(record.get("spent") or spent([record]), record["error"] is not None)
             self._emit("on_evaluation", record)
+        for key in recovered:
+            self.uncharged.discard(key)
+            record = self.cache[key]
+            c.charge(record.get("spent") or spent([record]), record["error"] is not None)
         for key, members in groups.items():
-            values = tuple(self.cache[key]["fitness"])
+            values = tuple((self.cache.get(key) or results[key])["fitness"])
             for ind in members:
                 ind.fitness.values = values
+        self.seen.update(groups)
 
     def record_for(self, individual) -> dict:
-        return self.cache[self.cache_key(individual)]
+        key = self.cache_key(individual)
+        return self.cache[key] if key in self.cache else self.failed[key]
 
     # -- loop ------------------------------------------------------------------------------------
     def _initial_population(self) -> list:
@@ -160,13 +215,11 @@ class Search:
     def _finish_generation(self, evaluated: list, started: float) -> None:
         self.archive.update(evaluated)
         c = self._gen_compute
-        for name in ("evaluated", "fits", "cache_hits", "duplicates", "failures", "iterations"):
-            setattr(self.totals, name, getattr(self.totals, name) + getattr(c, name))
-        self.totals.fit_seconds += c.fit_seconds
+        self.totals.add(c)
         self.logbook.record(gen=self.generation, **self.statistics(), fits=c.fits, cache_hits=c.cache_hits,
-                            duplicates=c.duplicates, failures=c.failures, iterations=c.iterations,
-                            fit_seconds=round(c.fit_seconds, 3), seconds=round(time.perf_counter() - started, 3),
-                            nevals=c.evaluated)
+                            duplicates=c.duplicates, revaried=c.revaried, failures=c.failures,
+                            iterations=c.iterations, pixel_steps=c.pixel_steps, fit_seconds=round(c.fit_seconds, 3),
+                            seconds=round(time.perf_counter() - started, 3), nevals=c.evaluated)
         self._gen_compute = Compute()
         self._emit("on_generation")
 
@@ -194,7 +247,7 @@ class Search:
             started = time.perf_counter()
             self.generation = 0
             self.population = self._initial_population()
-            self.evaluate(self.population)
+            self.evaluate(self.population, exempt=self.population[:1] if self.seed_classical else ())
             self.population = self.algorithm.initialize(self.population, self.toolbox)
             self._finish_generation(self.population, started)
         while not self.termination(self):
@@ -203,15 +256,42 @@ class Search:
             self.population, offspring = self.algorithm.step(self.population, self.toolbox, self.evaluate)
             self._finish_generation(offspring, started)
         if self.finalists is not None:
-            self.finalists.run(self)
+            self.run_finalists()
             self._emit("on_finalists")
         self._emit("on_end")
         return self
+
+    # -- finalists -------------------------------------------------------------------------------
+    def run_finalists(self) -> None:
+        """Re-fit the finalists (what a resumed run does not have yet) and charge every re-fit."""
+        jobs = self.finalists.plan(self.archive, self.cache_key, self.replicates)
+        refit = functools.partial(refit_replicate, self.evaluator)
+        for (key, _, _), record in zip(jobs, self.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
+            self.replicates.setdefault(key, []).append(record)
+            self.totals.charge(record.get("spent") or spent([record]), record["error"] is not None)
+
+    def mean_quality(self, individual) -> float:
+        """Quality over the individual's search fit and its re-fits as a finalist."""
+        return mean_score(individual.fitness.values[0], self.replicates.get(self.cache_key(individual), []))
+
+    def finalist_table(self) -> list[dict]:
+        """What the choice rested on, best mean first: each re-fitted finalist's scores (search fit first)
+        and their mean, with the true PSNR of each fit where a clean image was known (never used)."""
+        rows = []
+        for ind in self.archive:
+            key = self.cache_key(ind)
+            if key not in self.replicates:
+                continue
+            records = [self.record_for(ind)] + self.replicates[key]
+            rows.append({"key": records[0]["key"], "summary": self.spec.decode(ind).summary(),
+                         "scores": [r["fitness"][0] for r in records], "mean": self.mean_quality(ind),
+                         "true_psnr": [r["metrics"].get("psnr") for r in records]})
+        return sorted(rows, key=lambda row: row["mean"], reverse=True)
 
     def best(self):
         """The best individual found: the best quality of the hall of fame or Pareto front, or, once
         finalists were re-fitted, the finalist with the best mean quality over its fits."""
         refitted = [ind for ind in self.archive if self.cache_key(ind) in self.replicates]
         if refitted:
-            return max(refitted, key=lambda ind: mean_quality(self, ind))
+            return max(refitted, key=self.mean_quality)
         return max(self.archive, key=lambda ind: ind.fitness.values[0])

@@ -10,8 +10,8 @@ import torch
 
 from . import metrics
 from .architecture import Architecture
-from .errors import FitError
-from .network import build_network
+from .errors import FitError, UserError
+from .network import build_network, count_parameters
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -19,6 +19,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_device(device: str) -> None:
+    """A ``UserError`` (one line) for a device this machine cannot use, before any fit starts."""
+    try:
+        dev = resolve_device(device)
+    except (RuntimeError, ValueError):
+        raise UserError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch was built without CUDA" if not torch.backends.cuda.is_built() else "no GPU is visible"
+            raise UserError(f"--device {device}: CUDA is not available ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
 class FitTimeout(FitError):
@@ -36,6 +52,8 @@ class FitResult:
     iterations: int = 0
     seconds: float = 0.0
     device: str = "cpu"
+    precision: str = "fp32"
+    parameters: int = 0  # of the network that was trained (with its size-dependent repairs)
     metrics: dict = field(default_factory=dict)
     stopped_early: bool = False
     best_step: int | None = None  # with ``keep_best``: the log point whose output was kept
@@ -46,13 +64,17 @@ def make_input(arch: Architecture, size: tuple[int, int], generator: torch.Gener
     return torch.rand((1, arch.input_depth, *size), generator=generator) * 0.1
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
 @dataclass(frozen=True)
 class EngineOptions:
-    """Speed settings of the fit engine. ``precision="bf16"`` runs forward/backward under bfloat16
-    autocast (CUDA only); ``channels_last`` changes the memory format of the network and its input;
-    ``cuda_graph`` (on by default; CUDA only) captures the whole training step (forward, backward, Adam)
-    after a short warm-up and replays it: a DIP step launches hundreds of small kernels, a replay launches
-    them as one (measured on an H100: the classical step 5.8x faster at 64 px, 2.4x at 256 px)."""
+    """Speed settings of the fit engine, as resolved for one device (see ``engine_options``).
+
+    ``precision="bf16"`` runs forward and backward under bfloat16 autocast (the loss, the output and its
+    moving average stay fp32); ``channels_last`` changes the memory format of the network and its
+    input; ``cuda_graph`` (CUDA only) captures the whole training step (forward, backward, Adam) after a
+    short warm-up and replays it, so a step is one launch instead of hundreds."""
 
     precision: str = "fp32"
     channels_last: bool = False
@@ -62,11 +84,42 @@ class EngineOptions:
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
 
+    def describe(self) -> dict:
+        return {"precision": self.precision, "channels_last": self.channels_last, "cuda_graph": self.cuda_graph}
+
+
+def cpu_bf16_accelerated() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AMX or AVX-512 BF16), by torch's own
+    capability checks. Elsewhere oneDNN emulates bf16, which is many times slower than fp32."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is None:  # torch before 2.8: no per-feature query
+        return False
+    caps = capabilities()
+    native = bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+    try:
+        return native and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def engine_options(device: str | torch.device, precision: str = "auto", channels_last: bool | None = None,
+                   cuda_graph: bool = True) -> EngineOptions:
+    """The options a fit on ``device`` runs with. ``precision="auto"`` is bf16 autocast with the
+    channels-last layout on a CPU that runs bf16 natively, and fp32 everywhere else (on GPUs bf16 is no
+    faster at DIP sizes); ``channels_last=None`` follows the precision."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    cpu = resolve_device(device).type == "cpu"
+    if precision == "auto":
+        precision = "bf16" if cpu and cpu_bf16_accelerated() else "fp32"
+    if channels_last is None:
+        channels_last = cpu and precision == "bf16"
+    return EngineOptions(precision=precision, channels_last=channels_last, cuda_graph=cuda_graph)
+
 
 def make_adam(params, lr: float, capturable: bool = False) -> torch.optim.Optimizer:
     """Adam with torch's fused kernel where this torch and device have one (one pass over the
-    parameters instead of about ten). On CPU it measured the same as the default (0.987x the step of a
-    64 px classical DIP fit); on GPUs it cuts kernel launches, which bound DIP-sized fits there.
+    parameters instead of about ten): on GPUs it cuts kernel launches, which bound DIP-sized fits there.
     ``capturable`` keeps Adam's step count on the device, so a CUDA graph can capture ``step()``."""
     params = list(params)
     extra = {"capturable": True} if capturable else {}
@@ -105,7 +158,7 @@ class Trainer:
         self.clean = None if task.clean is None else task.clean.unsqueeze(0).to(device)
         self.use_graph = self.options.cuda_graph and device.type == "cuda"
         self.optimizer = make_adam(self.net.parameters(), arch.learning_rate, capturable=self.use_graph)
-        self.autocast = self.options.precision == "bf16" and device.type == "cuda"
+        self.autocast = self.options.precision == "bf16"
         self.device = device
         self.average: torch.Tensor | None = None
         self.steps = 0
@@ -209,7 +262,8 @@ def fit(arch: Architecture, task, iterations: int, device: str = "auto", seed: i
 
 
 def _fit(trainer: Trainer, iterations, log_every, stopper, deadline, keep_best=False) -> FitResult:
-    result = FitResult(restored=torch.empty(0), loss_history=[], device=str(trainer.device))
+    result = FitResult(restored=torch.empty(0), loss_history=[], device=str(trainer.device),
+                       precision=trainer.options.precision, parameters=count_parameters(trainer.net))
     log_every = log_every or max(1, iterations // 50)
     best_score, best_output, best_held = float("-inf"), None, None
     for step in range(1, iterations + 1):

@@ -1,0 +1,224 @@
+"""The composition root: every default of a run lives here, and every search is assembled here.
+
+``SearchConfig`` (and ``RestoreConfig`` for a single architecture) holds every setting as a value with
+its default; parts (algorithm, operators, fidelity, proxy) may be names, ``NAME:key=value`` texts,
+classes or objects. ``build_search`` turns a config and a task into a ready ``Search``; the CLI, the
+Python API, the benchmarks and the tests all call it, so a default or a rule exists once.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .algorithms import Algorithm
+from .backends import check_backend, make_backend
+from .engine import PRECISIONS, check_device
+from .errors import UserError
+from .fidelity import make_fidelity, patience_for
+from .finalists import make_finalists
+from .fitness import OBJECTIVES, Evaluator, FitnessSettings
+from .genome import MAX_LEVELS, MIN_LEVELS, GenomeSpec
+from .params import parse_choice
+from .proxy import make_proxy
+from .registry import ALGORITHMS
+from .runner import FitRunner
+from .loop import Search, make_toolbox, max_generations
+
+# Upper bounds on counts: far above any useful run (the paper's search is population 500, 10-20
+# generations; DIP's longest reference fit is 11,000 steps), low enough that a typo fails at once.
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 100_000
+MAX_ITERATIONS = 1_000_000
+MAX_ENSEMBLE = 1_000
+MAX_THREADS = 1_024
+
+
+def _count(flag: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise UserError(f"{flag} must be a whole number between {low} and {high:,}, got {value!r}")
+
+
+def _probability(flag: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise UserError(f"{flag} must be a number between 0 and 1, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """How fits run: shared by searches and single restorations."""
+
+    seed: int = 0
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    threads: int = 1  # torch CPU threads per fit: fixed, since the thread count changes CPU results slightly
+    precision: str = "auto"  # auto: bf16 autocast on CPUs that run it natively, else fp32
+    channels_last: bool | None = None  # None: with bf16 on the CPU
+    cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)
+    ensemble: int = 1  # final fits averaged into the restoration
+
+    def __post_init__(self):
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise UserError(f"--seed must be a whole number, got {self.seed!r}")
+        _count("--threads", self.threads, 1, MAX_THREADS)
+        _count("--ensemble", self.ensemble, 1, MAX_ENSEMBLE)
+        if self.precision not in PRECISIONS:
+            raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+
+    def runner(self) -> FitRunner:
+        """The fit runner of this config; the device is checked first (one line when it is unusable)."""
+        check_device(self.device)
+        return FitRunner.create(self.device, self.threads, self.precision, self.channels_last, self.cuda_graph)
+
+
+@dataclass(frozen=True)
+class RestoreConfig(FitConfig):
+    """One architecture fitted on the whole image (``nasdip restore``, ``nasdip baseline``)."""
+
+    iterations: int = 1000
+
+    def __post_init__(self):
+        super().__post_init__()
+        _count("--iterations", self.iterations, 1, MAX_ITERATIONS)
+
+
+@dataclass(frozen=True)
+class SearchConfig(FitConfig):
+    """Every setting of a search, with its default."""
+
+    # the genome
+    levels: int = 5
+    evolve_iterations: bool = False
+    # the search
+    algorithm: Any = "ga"
+    population: int = 6
+    generations: int = 2
+    crossover: Any = "two-point"
+    mutation: Any = "flip-bit"
+    selection: Any = None  # None: the algorithm's default (tournament; nsga2 for nsga2)
+    cxpb: float = 0.5
+    mutpb: float = 0.3
+    lambda_: int | None = None  # children per generation of mu-plus-lambda and nsga2 (None: population)
+    hof_size: int = 5
+    seed_classical: bool = True
+    init_spread: float | None = None  # start from mutants of classical DIP instead of random genomes
+    novel_retries: int = 10  # times a child whose architecture was already fitted is varied again
+    # fitness
+    fitness: str = "auto"  # auto: reference when a clean image is known, else blind
+    holdout: float = 0.1
+    cost: str = "parameters"  # second objective of multi-objective algorithms
+    iterations: int = 300
+    fidelity: Any = "full"
+    early_stop: int | None = None
+    proxy: Any = "auto"  # auto: crops of large images, the whole image otherwise
+    finalists: int = 0
+    finalist_repeats: int = 2
+    eval_timeout: float | None = None
+    # the final restoration
+    final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
+    # where fits run
+    backend: str | None = None  # None: scoop under SCOOP, else serial
+    workers: int | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not MIN_LEVELS <= self.levels <= MAX_LEVELS:
+            raise UserError(f"--levels must be between {MIN_LEVELS} and {MAX_LEVELS}, got {self.levels}")
+        _count("--population", self.population, 1, MAX_POPULATION)
+        _count("--generations", self.generations, 0, MAX_GENERATIONS)
+        _count("--iterations", self.iterations, 1, MAX_ITERATIONS)
+        _count("--hof-size", self.hof_size, 1, MAX_POPULATION)
+        _count("--finalists", self.finalists, 0, MAX_POPULATION)
+        _count("--finalist-repeats", self.finalist_repeats, 1, MAX_ENSEMBLE)
+        _count("--novel-retries", self.novel_retries, 0, 1000)
+        if self.lambda_ is not None:
+            _count("--lambda", self.lambda_, 1, MAX_POPULATION)
+        if self.final_iterations is not None:
+            _count("--final-iterations", self.final_iterations, 1, MAX_ITERATIONS)
+        if self.early_stop is not None:
+            _count("--early-stop", self.early_stop, 1, 1000)
+        _probability("--cxpb", self.cxpb)
+        _probability("--mutpb", self.mutpb)
+        if self.init_spread is not None:
+            _probability("--init-spread", self.init_spread)
+        if self.fitness not in ("auto", "reference", "blind"):
+            raise UserError(f"--fitness must be auto, reference or blind, got {self.fitness!r}")
+        if self.cost not in OBJECTIVES or self.cost == "quality":
+            raise UserError(f"--cost must be one of {', '.join(o for o in OBJECTIVES if o != 'quality')}, "
+                            f"got {self.cost!r}")
+        if self.eval_timeout is not None and not (isinstance(self.eval_timeout, (int, float))
+                                                  and 0 < self.eval_timeout < float("inf")):
+            raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
+        check_backend(self.backend, self.workers)
+
+    def fitness_mode(self, task) -> str:
+        """``auto`` is reference fitness when the task knows its clean image, blind otherwise."""
+        if self.fitness != "auto":
+            return self.fitness
+        return "reference" if task.clean is not None else "blind"
+
+    def restore_config(self, iterations: int) -> RestoreConfig:
+        """The config of this search's final fits."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FitConfig)}
+        return RestoreConfig(**shared, iterations=iterations)
+
+
+def make_algorithm(choice, cxpb: float, mutpb: float, lambda_: int | None) -> Algorithm:
+    """An algorithm from a registered name, an ``Algorithm`` subclass or an instance (used as given)."""
+    if isinstance(choice, str):
+        choice = ALGORITHMS.get(parse_choice(choice)[0])
+    if isinstance(choice, type):
+        return choice(cxpb=cxpb, mutpb=mutpb, lambda_=lambda_)
+    return choice
+
+
+def part_label(part) -> str:
+    """A part as ``name:key=value,...`` (from its ``describe()``), for the cache key and config.json."""
+    describe = getattr(part, "describe", None)
+    if describe is None:
+        return f"{type(part).__module__}.{type(part).__qualname__}"
+    info = dict(describe())
+    name = info.pop("name", type(part).__name__)
+    return name + (":" + ",".join(f"{k}={v}" for k, v in info.items()) if info else "")
+
+
+def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None = None) -> Search:
+    """A ready-to-run ``Search`` of ``config`` on ``task`` (its toolbox maps serially until a backend's
+    ``map`` is registered, see ``start_backend``). ``search.operators`` holds the resolved operators."""
+    from .operators import bind_operator
+
+    spec = GenomeSpec(levels=config.levels, evolve_iterations=config.evolve_iterations)
+    algorithm = make_algorithm(config.algorithm, config.cxpb, config.mutpb, config.lambda_)
+    objectives = ("quality", config.cost) if algorithm.multi_objective else ("quality",)
+    fidelity = make_fidelity(config.fidelity)
+    proxy = make_proxy(config.proxy, task, spec.levels)
+    settings = FitnessSettings(mode=config.fitness_mode(task), iterations=config.iterations, holdout=config.holdout,
+                               seed=config.seed, objectives=objectives, timeout=config.eval_timeout,
+                               early_stop=patience_for(fidelity, config.early_stop), fidelity=part_label(fidelity))
+    evaluator = Evaluator(spec, task, settings, runner or config.runner(), proxy)
+    toolbox = make_toolbox(spec, evaluator, len(objectives))
+    operators = {
+        "crossover": bind_operator(toolbox, "mate", config.crossover, "crossover", spec),
+        "mutation": bind_operator(toolbox, "mutate", config.mutation, "mutation", spec),
+        "selection": bind_operator(toolbox, "select", config.selection or algorithm.default_selection,
+                                   "selection", spec),
+    }
+    algorithm.check_selection(operators["selection"]["name"], toolbox.select.func)
+    search = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
+                    population_size=config.population, termination=max_generations(config.generations),
+                    seed=config.seed, archive_size=config.hof_size, seed_classical=config.seed_classical,
+                    init_spread=config.init_spread, fidelity=fidelity,
+                    finalists=make_finalists(config.finalists, config.finalist_repeats),
+                    novel_retries=config.novel_retries, hooks=list(hooks))
+    search.operators = operators
+    return search
+
+
+def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):
+    """The evaluation backend of ``config`` (a context manager: it stops its workers on exit)."""
+    return make_backend(config.backend, config.workers, config.threads, config.eval_timeout,
+                        lost=None if evaluator is None else evaluator.lost_record, device=config.device)
+
+
+def config_fields(cls=SearchConfig) -> dict[str, Any]:
+    """{field name: default} of a config class: what the CLI builds its flags' defaults from."""
+    return {f.name: f.default for f in dataclasses.fields(cls)}

@@ -1,0 +1,29 @@
+"""Small shared builders for the tests: a tiny search is built exactly as the CLI and the API build
+one (``compose.build_search``), only with tiny settings."""
+from __future__ import annotations
+
+from nasdip_deap.compose import SearchConfig, build_search
+
+TINY_SEARCH = {"iterations": 10, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none"}
+
+
+def tiny_config(**overrides) -> SearchConfig:
+    return SearchConfig(**{**TINY_SEARCH, **overrides})
+
+
+def tiny_search(task, hooks=(), **overrides):
+    """A real search (real evaluator, real DEAP loop) with tiny settings; ``overrides`` are config fields."""
+    return build_search(tiny_config(**overrides), task, hooks)
+
+
+def evaluator_for(task, **overrides):
+    """The evaluator a tiny search of ``task`` would use (built by ``build_search``, as every evaluator is)."""
+    return tiny_search(task, **overrides).evaluator
+
+
+def searched(task, **settings):
+    """The finished ``Search`` of ``nasdip_deap.search(task, **settings)`` (the public API), for tests that
+    look at the loop's state."""
+    import nasdip_deap
+
+    return nasdip_deap.search(task, **settings).search
