@@ -1,0 +1,301 @@
+"""A failure of the machine is never an architecture's score; SIGTERM stops every process of a run and
+leaves it resumable; one writer per run folder; values that cannot be right, and options that do not
+apply, are one-line errors with exit code 2."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasdip_deap import memory
+from nasdip_deap.runfolder import LOCK_NAME, RunLock
+
+from .conftest import REPO, run_main
+
+TINY = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "8",
+        "--seed", "2", "--quiet"]
+
+
+def last_line(proc) -> str:
+    """The one error line of a refused command (exit code 2, no traceback; log lines may precede it)."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and [i for i, line in enumerate(lines) if "error:" in line] == \
+        [len(lines) - 1], proc.stderr
+    return lines[-1]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# -- failures of the machine ----------------------------------------------------------------------
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a torch without a usable CUDA device")
+def test_an_unusable_device_is_refused_before_any_fit_and_nothing_is_cached(tmp_path):
+    out = tmp_path / "run"
+    line = last_line(run_main(*TINY, "--device", "cuda", "--out", str(out)))
+    assert "CUDA is not available" in line and not out.exists()
+    assert "unsupported device 'tpu'" in last_line(run_main(*TINY, "--device", "tpu", "--out", str(out))) or \
+        "unknown device 'tpu'" in last_line(run_main(*TINY, "--device", "tpu", "--out", str(out)))
+    done = run_main(*TINY, "--device", "cpu", "--force", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    logbook = json.loads((out / "logbook.json").read_text())
+    assert sum(row["cache_hits"] for row in logbook) == 0
+    assert sum(row["fits"] for row in logbook) == len(read_jsonl(out / "evaluations.jsonl")) > 0
+
+
+def test_out_of_memory_fits_are_recorded_never_cached_and_fitted_again_later(tmp_path, monkeypatch):
+    """Every fit refused for lack of memory: the search goes on (worst scores, errors.jsonl), nothing
+    reaches cache.jsonl, and the final fit is refused with one line. Run again into the same folder with
+    memory to spare, every architecture is fitted (no failure was taken for a score)."""
+    out = tmp_path / "run"
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**20)  # 1 MiB free
+    line = last_line(run_main(*TINY, "--out", str(out)))
+    assert "needs about" in line and "1 MiB free" in line and "--crop" in line
+    errors = read_jsonl(out / "errors.jsonl")
+    assert errors and all(e["error"].startswith("OutOfMemory: estimated") for e in errors)
+    assert all(r["failure"] == "machine" for r in read_jsonl(out / "evaluations.jsonl"))
+    assert read_jsonl(out / "cache.jsonl") == []
+    monkeypatch.undo()
+    done = run_main(*TINY, "--force", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    logbook = json.loads((out / "logbook.json").read_text())
+    assert sum(row["cache_hits"] for row in logbook) == 0 and logbook[0]["fits"] == 4
+    assert all(r["error"] is None for r in read_jsonl(out / "cache.jsonl"))
+
+
+def test_the_memory_estimate_refuses_a_fit_that_cannot_fit(monkeypatch, tmp_path, write_png, tiny_image):
+    from nasdip_deap import classical_dip
+    from nasdip_deap.errors import UserError
+
+    big = memory.estimate_fit_bytes(classical_dip(), (4096, 4096), 3)
+    small = memory.estimate_fit_bytes(classical_dip(), (64, 64), 3)
+    assert big > 16 * small > 0 and big > 8 * 2**30  # a 4096 px classical fit needs many GiB
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 8 * 2**30)
+    assert not memory.check_memory(classical_dip(), (4096, 4096), 3, torch.device("cpu")).fits
+    assert memory.check_memory(classical_dip(), (64, 64), 3, torch.device("cpu")).fits
+    with pytest.raises(UserError, match="needs about .* 8.0 GiB free"):
+        memory.require_memory(classical_dip(), (4096, 4096), 3, torch.device("cpu"))
+    image = write_png("img.png", tiny_image)
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 1)
+    out = tmp_path / "b"
+    line = last_line(run_main("baseline", "--image", str(image), "--iterations", "2", "--quiet", "--out", str(out)))
+    assert "needs about" in line
+    assert sorted(p.name for p in out.iterdir()) == ["clean.png", "degraded.png", LOCK_NAME]  # only the inputs
+
+
+def test_machine_failures_in_a_cache_file_of_an_older_version_are_not_used(tmp_path):
+    """Older versions cached failures of the machine as scores, under a key without the device."""
+    from nasdip_deap import cache, classical_dip
+
+    from .helpers import evaluator_for
+    from .test_tasks import make_task
+
+    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3)
+    legacy = evaluator.legacy_context()
+    good = evaluator.record(evaluator.spec.encode(classical_dip(3)))
+    oom = {**good, "key": "0" * 20, "fitness": [0.0], "error": "RuntimeError: CUDA out of memory"}
+    path = tmp_path / "cache.jsonl"
+    path.write_text("".join(json.dumps({"context": legacy, **{k: v for k, v in r.items() if k != "failure"}}) + "\n"
+                            for r in (good, oom)))
+    entries = cache.load_cache_file(path, evaluator)
+    assert list(entries) == [evaluator.cache_key(good["key"])]
+
+
+# -- SIGTERM ---------------------------------------------------------------------------------------
+def children_of(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "3", "--iterations", "40",
+        "--mutation", "flip-bit:indpb=0.1", "--mutpb", "1.0", "--seed", "4", "--quiet"]
+
+
+@pytest.mark.slow
+def test_sigterm_stops_every_worker_and_the_run_resumes_to_the_uninterrupted_result(tmp_path):
+    reference = tmp_path / "reference"
+    assert run_main(*SLOW, "--out", str(reference)).returncode == 0
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *SLOW, "--backend", "processes", "--workers", "2",
+                             "--out", str(out)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers |= children_of(proc.pid)
+        records = read_jsonl_safely(out / "evaluations.jsonl")
+        if (out / "checkpoint.pkl").exists() and any(r.get("generation") == 1 for r in records):
+            break  # in the middle of generation 1
+        time.sleep(0.05)
+    workers |= children_of(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "terminated" in stderr and f"nasdip search --resume {out}" in stderr and "Traceback" not in stderr
+    assert workers, "the run had no worker processes to check"
+    time.sleep(0.5)
+    assert not [pid for pid in workers if alive(pid)], "a worker outlived the run"
+    assert not (out / "best.json").exists()
+    resumed = run_main("search", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    entries = [json.loads((run / "hall_of_fame.json").read_text()) for run in (out, reference)]
+    assert [(e["key"], e["fitness"]) for e in entries[0]] == [(e["key"], e["fitness"]) for e in entries[1]]
+    compute = [json.loads((run / "best.json").read_text())["compute"] for run in (out, reference)]
+    for name in ("fits", "iterations", "cache_hits", "failures", "pixel_steps"):
+        assert compute[0][name] == compute[1][name], name
+
+
+def read_jsonl_safely(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
+
+
+# -- one writer per run folder ------------------------------------------------------------------------
+def test_a_second_writer_is_refused_and_changes_nothing(tmp_path):
+    out = tmp_path / "run"
+    assert run_main(*TINY, "--out", str(out)).returncode == 0
+    holder = RunLock(out).acquire()  # a run writing into the folder
+    try:
+        before = snapshot(out)
+        for extra in ([], ["--force"]):
+            line = last_line(run_main(*TINY, *extra, "--out", str(out)))
+            assert "not empty" in line or f"pid {os.getpid()}" in line
+        line = last_line(run_main("search", "--resume", str(out)))
+        assert f"being written by another nasdip run (host {socket.gethostname()}, pid {os.getpid()})" in line
+        assert snapshot(out) == before
+        assert run_main("report", str(out)).returncode == 0, "report reads without the lock"
+    finally:
+        holder.release()
+
+
+@pytest.mark.slow
+def test_a_second_run_into_a_running_runs_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *SLOW, "--out", str(out)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = run_main(*TINY, "--force", "--out", str(out))
+        assert f"pid {first.pid}" in last_line(second)
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    config = json.loads((out / "config.json").read_text())
+    assert config["population"] == 4 and config["generations"] == 3  # the first run's settings, untouched
+
+
+def test_a_stale_lock_is_taken_over_and_a_foreign_host_is_refused(tmp_path, caplog):
+    out = tmp_path / "run"
+    out.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / LOCK_NAME).write_text(f"{socket.gethostname()} {dead.pid}\n")
+    done = run_main(*TINY, "--force", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "taking over the lock" in done.stderr and (out / LOCK_NAME).read_text() == ""
+    (out / LOCK_NAME).write_text("some-other-host 4242\n")
+    assert "locked by host some-other-host" in last_line(run_main(*TINY, "--force", "--out", str(out)))
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert "cannot create output folder" in last_line(run_main(*TINY, "--out", str(blocker / "run")))
+    real_open = os.open
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith(LOCK_NAME):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("nasdip_deap.runfolder.os.open", denied)
+    assert "Permission denied" in last_line(run_main(*TINY, "--out", str(tmp_path / "denied")))
+
+
+# -- values that cannot be right, options that do not apply ------------------------------------------
+@pytest.mark.parametrize("args, needle", [
+    (["--population", "100000000"], "--population must be a whole number between 1 and 100,000"),
+    (["--iterations", "1000000000"], "--iterations must be a whole number between 1 and 1,000,000"),
+    (["--generations", "-1"], "--generations must be a whole number between 0"),
+    (["--ensemble", "0"], "--ensemble must be a whole number between 1"),
+    (["--cxpb", "1.5"], "--cxpb must be a number between 0 and 1"),
+    (["--mutation", "flip-bit:indpb=2"], "indpb must be a number between 0 and 1, got 2"),
+    (["--crossover", "uniform:indpb=7"], "indpb must be a number between 0 and 1, got 7"),
+    (["--mutation", "flip-bit:indpb=abc"], "indpb must be a number between 0 and 1, got 'abc'"),
+    (["--selection", "tournament:tournsize=0"], "tournsize must be a whole number >= 1, got 0"),
+    (["--fidelity", "halving:eta=1"], "eta must be a whole number >= 2, got 1"),
+    (["--proxy", "crops:n=0"], "n must be a whole number between 1 and 64, got 0"),
+    (["--proxy", "crops:size=4"], "below the 8 px a 3-level network needs"),
+    (["--proxy", "crops:size=64"], "not smaller than the 32x32 px image"),
+    (["--mask", "m.png"], "--mask applies to task inpaint, not denoise"),
+    (["--holdout", "0.2"], "--holdout applies to blind fitness"),
+    (["--cost", "fit_seconds"], "--cost is the second objective of a multi-objective algorithm"),
+    (["--finalist-repeats", "3"], "--finalist-repeats applies with --finalists N"),
+    (["--crop", "40000"], "--crop 40000 is larger than the image"),
+])
+def test_values_that_cannot_be_right_or_do_not_apply(args, needle, tmp_path):
+    out = tmp_path / "run"
+    line = last_line(run_main(*TINY, *args, "--out", str(out)))
+    assert needle in line, line
+    assert not out.exists()
+
+
+def test_a_bad_number_prints_one_line_not_the_usage_block(tmp_path):
+    proc = run_main("search", "--population", "two", "--out", str(tmp_path / "run"))
+    line = last_line(proc)
+    assert line.startswith("nasdip search: error: argument --population") and "see `nasdip search --help`" in line
+    assert "usage:" not in proc.stderr
+
+
+def test_restore_refuses_levels_that_do_not_match_the_genome(tmp_path):
+    from nasdip_deap import GenomeSpec, classical_dip
+
+    genome = tmp_path / "genome.json"
+    genome.write_text(json.dumps({"bits": GenomeSpec(levels=5).encode(classical_dip(5)),
+                                  "spec": GenomeSpec(levels=5).to_dict()}))
+    line = last_line(run_main("restore", "--genome", str(genome), "--levels", "3", "--crop", "32",
+                              "--out", str(tmp_path / "r")))
+    assert "--levels 3 does not apply" in line and "5 levels" in line
+
+
+def test_a_damaged_best_json_makes_report_fail_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    assert run_main(*TINY, "--out", str(out)).returncode == 0
+    (out / "best.json").write_text('{"bits": [0, 1')
+    assert "best.json" in last_line(run_main("report", str(out)))
