@@ -10,6 +10,9 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# benchmark scripts import their shared modules (bench_args, bench_problems) from their own folder, which
+# is on sys.path when a script runs; the tests that load a script by path need it there too
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 @pytest.fixture(scope="session")

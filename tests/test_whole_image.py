@@ -1,0 +1,125 @@
+"""Whole photos: the whole image by default (the demo keeps its small crop), any size for every task,
+candidates scored on a proxy while the final fits restore the whole image, ensembles of final fits,
+and every evaluation slot spent on a new architecture."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import nasdip_deap
+from nasdip_deap import classical_dip
+from nasdip_deap.proxy import Crops, WholeImage, make_proxy
+from nasdip_deap.registry import TASKS
+from nasdip_deap.restoration import member_seeds, restore
+from nasdip_deap.runner import FitRunner
+
+from .conftest import run_main
+from .helpers import tiny_search
+from .test_tasks import make_task
+
+
+def picture(width: int, height: int, seed: int = 0) -> torch.Tensor:
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    noise = torch.rand(3, height, width, generator=torch.Generator().manual_seed(seed)) * 0.2
+    return (torch.stack([x, y, x * y]) * 0.8 + noise).clamp(0, 1)
+
+
+def test_an_image_is_restored_whole_by_default(tmp_path, write_png):
+    image = write_png("photo.png", picture(45, 38))  # odd, non-square, not a multiple of 2**levels
+    out = tmp_path / "run"
+    done = run_main("search", "--image", str(image), "--levels", "3", "--population", "2", "--generations", "0",
+                    "--iterations", "3", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert Image.open(out / "restored.png").size == (45, 38) and Image.open(out / "degraded.png").size == (45, 38)
+    assert json.loads((out / "config.json").read_text())["size"] == [38, 45]
+    assert "demo" not in done.stderr
+
+
+def test_the_demo_keeps_its_small_crop_and_says_so(tmp_path):
+    out = tmp_path / "demo"
+    done = run_main("search", "--levels", "3", "--population", "2", "--generations", "0", "--iterations", "2",
+                    "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "demo: a 48 px centre crop" in done.stderr
+    assert Image.open(out / "restored.png").size == (48, 48)
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+@pytest.mark.parametrize("size", [(57, 86), (41, 60)])  # 344x228 and an odd size, scaled down for the CPU
+def test_every_task_restores_any_image_size_at_full_size(name, size, tmp_path):
+    clean = picture(size[1], size[0])
+    task = make_task(name, clean)
+    result = restore(classical_dip(), task, FitRunner("cpu"), 2, run_seed=0)
+    assert result.image.shape == (3, *task.output_size) and torch.isfinite(result.image).all()
+    if name == "super-resolution":  # trimmed to multiples of the factor, never refused
+        assert task.output_size == (size[0] // 4 * 4, size[1] // 4 * 4)
+    else:
+        assert task.output_size == size
+
+
+def test_candidates_are_scored_on_crops_and_the_final_fit_is_whole(tiny_image):
+    clean = torch.nn.functional.interpolate(tiny_image[None], size=(64, 80), mode="bilinear")[0]
+    task = TASKS.get("denoise").from_clean(clean, {"sigma": 25.0}, 0)
+    result = nasdip_deap.search(task, proxy="crops:n=2,size=32", levels=3, population=2, generations=0,
+                                iterations=4, fitness="blind", device="cpu")
+    evaluator = result.search.evaluator
+    assert [p.output_size for p in evaluator.problems] == [(32, 32), (32, 32)]
+    assert [float(h.sum()) > 0 for h in evaluator.holdouts] == [True, True]
+    assert not torch.equal(evaluator.holdouts[0], evaluator.holdouts[1])  # each crop its own held-out pixels
+    record = result.best_record
+    assert len(record["problems"]) == 2 and record["iterations"] == 8 and record["pixel_steps"] == 8 * 32 * 32
+    assert record["fitness"][0] == pytest.approx(sum(p["metrics"]["heldout_psnr"] for p in record["problems"]) / 2)
+    restored = result.restore()
+    assert restored.image.shape == (3, 64, 80) and restored.iterations == 4
+
+
+def test_auto_proxy_crops_only_large_images():
+    small = TASKS.get("denoise").from_clean(torch.rand(3, 96, 96), {"sigma": 25.0}, 0)
+    large = TASKS.get("denoise").from_clean(torch.rand(3, 320, 320), {"sigma": 25.0}, 0)
+    assert isinstance(make_proxy("auto", small, 5), WholeImage)
+    assert isinstance(make_proxy("auto", large, 5), Crops)
+    assert [p.output_size for p in make_proxy("auto", large, 5).problems(large, 0)][0][0] < 320
+
+
+def test_an_ensemble_is_the_mean_of_its_single_fits(tiny_image):
+    task = TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, 0)
+    arch, runner = classical_dip(3), FitRunner("cpu")
+    ensemble = restore(arch, task, runner, 5, run_seed=7, ensemble=3)
+    singles = [runner.fit(arch, task, 5, seed=s).restored for s in member_seeds(7, arch, 3)]
+    assert torch.allclose(ensemble.image, torch.stack(singles).mean(0), atol=1e-6)
+    assert [m["seed"] for m in ensemble.members] == member_seeds(7, arch, 3)
+    assert len({m["seed"] for m in ensemble.members}) == 3
+    assert ensemble.members[0]["psnr"] == pytest.approx(task.quality(singles[0], task.clean)["psnr"])
+    assert ensemble.metrics["psnr"] == pytest.approx(task.quality(ensemble.image, task.clean)["psnr"])
+    assert member_seeds(7, arch, 1)[0] == member_seeds(7, arch, 3)[0]  # the first fit is the search fit's seed
+
+
+def test_ensembles_through_the_cli_record_every_fit(tmp_path, write_png, tiny_image):
+    image = write_png("img.png", tiny_image)
+    out = tmp_path / "b"
+    done = run_main("baseline", "--image", str(image), "--levels", "3", "--iterations", "3", "--ensemble", "2",
+                    "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "average of 2 fits" in done.stdout
+    result = json.loads((out / "summary.json").read_text())["result"]
+    assert result["ensemble"] == 2 and len(result["members"]) == 2
+    assert all({"psnr", "ssim", "seed"} <= set(m) for m in result["members"]) and "psnr" in result
+
+
+def test_every_slot_buys_a_new_architecture(tiny_image):
+    """A first population of identical genomes (spread 0), and generations of children that repeat their
+    parents: with re-variation every evaluation fits a new architecture; without it, slots are wasted."""
+    task = TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, 0)
+    settings = dict(levels=3, population=4, generations=2, iterations=2, init_spread=0.0, cxpb=0.0, mutpb=0.2,
+                    mutation="flip-bit:indpb=0.05")
+    novel = tiny_search(task, **settings).run()
+    stale = tiny_search(task, novel_retries=0, **settings).run()
+    assert [row["duplicates"] for row in stale.logbook][0] == 3 and stale.logbook[0]["fits"] == 1
+    assert all(row["duplicates"] == 0 and row["cache_hits"] == 0 for row in novel.logbook)
+    assert all(row["fits"] == row["nevals"] for row in novel.logbook)
+    assert sum(row["revaried"] for row in novel.logbook) >= 3
+    keys = [r["key"] for r in novel.cache.values()]
+    assert len(keys) == len(set(keys)) == novel.totals.fits
