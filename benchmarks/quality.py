@@ -32,16 +32,29 @@ import torch
 import nasdip_deap
 from bench_args import non_negative_int, positive_int
 from bench_problems import TASK_NAMES, classical_for, default_images, make_task, parse_cell
-from nasdip_deap.engine import fit
+from nasdip_deap.restoration import restore
+from nasdip_deap.runner import FitRunner
 
 
-def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = False) -> dict:
+def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = False, ensemble: int = 1) -> dict:
+    """The restoration a user gets (``ensemble`` fits averaged), repeated with ``seeds`` run seeds."""
     iterations = budget if exact else arch.iterations_within(budget)
-    rows = [fit(arch, task, iterations, device=device, seed=1000 + s).metrics for s in range(seeds)]
+    runner = FitRunner.create(device)
+    rows = [restore(arch, task, runner, iterations, run_seed=1000 + s, ensemble=ensemble).metrics
+            for s in range(seeds)]
     psnr = [r["psnr"] for r in rows]
     ssim = [r["ssim"] for r in rows]
     return {"psnr": statistics.mean(psnr), "psnr_std": statistics.pstdev(psnr), "ssim": statistics.mean(ssim),
-            "ssim_std": statistics.pstdev(ssim), "fit_iterations": iterations, "runs": rows}
+            "ssim_std": statistics.pstdev(ssim), "fit_iterations": iterations, "ensemble": ensemble, "runs": rows}
+
+
+def equal_compute(task_name: str, task, work: float, budget: int, seed: int, device: str) -> dict:
+    """Classical DIP given the search's compute: the average of K fits, K = the search's whole-image
+    iterations (search fits, re-fits and its final fits) over the per-fit budget."""
+    k = max(1, round(work / budget))
+    restoration = restore(classical_for(task_name), task, FitRunner.create(device), budget, run_seed=seed, ensemble=k)
+    return {"psnr": restoration.metrics["psnr"], "ssim": restoration.metrics["ssim"], "k": k,
+            "iterations": k * budget, "work": round(work)}
 
 
 def modes(args) -> list[str]:
@@ -69,10 +82,14 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
         search_seconds = time.perf_counter() - started
         # early-stopped fits: the final fits stop where the best's search fit peaked
         steps, exact = found.final_iterations()
-        result = {**final_fits(best, task, steps, args.seeds, args.device, exact),
-                  "architecture": best.summary(),
-                  "fits": run.totals.fits, "iterations": run.totals.iterations, "search_seconds": search_seconds,
-                  "candidates": candidate_summary(run)}
+        finals = final_fits(best, task, steps, args.seeds, args.device, exact, found.config.ensemble)
+        h, w = task.output_size
+        work = run.totals.pixel_steps / (h * w) + finals["fit_iterations"] * finals["ensemble"]
+        result = {**finals, "architecture": best.summary(),
+                  "fits": run.totals.fits, "iterations": run.totals.iterations, "pixel_steps": run.totals.pixel_steps,
+                  "search_seconds": search_seconds,
+                  "candidates": candidate_summary(run),
+                  "equal_compute": equal_compute(task_name, task, work, budget, args.seed, args.device)}
     result["seconds"] = time.perf_counter() - started
     return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
 
@@ -113,17 +130,21 @@ def fmt(cell: dict | None) -> str:
 def markdown(rows: list[dict], args) -> str:
     """The table; a row whose columns are not all finished shows '-' there and stays out of the means."""
     head = "| image | task | size | classical PSNR/SSIM | " + " | ".join(
-        f"searched ({m}) PSNR/SSIM | diff ({m}) | compute ({m})" for m in modes(args)) + " |"
-    lines = [head, "|" + "---|" * (4 + 3 * len(modes(args)))]
+        f"searched ({m}) PSNR/SSIM | diff ({m}) | classical, equal compute ({m}) | diff vs equal ({m}) | "
+        f"compute ({m})" for m in modes(args)) + " |"
+    lines = [head, "|" + "---|" * (4 + 5 * len(modes(args)))]
     for r in rows:
         classical = r.get("classical")
         cells = [r["image"], r["task"], "x".join(map(str, r["size"])), fmt(classical)]
         for m in modes(args):
             s = r.get(m)
+            e = s.get("equal_compute") if s else None
             diff = f"{s['psnr'] - classical['psnr']:+.2f} dB" if s and classical else "-"
+            equal = f"{e['psnr']:.2f} / {e['ssim']:.3f} (K={e['k']})" if e else "-"
+            vs_equal = f"{s['psnr'] - e['psnr']:+.2f} dB" if e else "-"
             compute = (f"{s['fits']} fits, {s['iterations']} it, {s['search_seconds']:.0f}s; final "
-                       f"{s['fit_iterations']} it" if s else "-")
-            cells += [fmt(s), diff, compute]
+                       f"{s['ensemble']} x {s['fit_iterations']} it" if s else "-")
+            cells += [fmt(s), diff, equal, vs_equal, compute]
         lines.append("| " + " | ".join(cells) + " |")
     analysis = [(r, m) for r in rows for m in modes(args) if r.get(m, {}).get("candidates")]
     if analysis:
@@ -146,6 +167,11 @@ def markdown(rows: list[dict], args) -> str:
         overall = statistics.mean(statistics.mean(v) for v in by_task.values())
         lines.append(f"\nMean gain of the {m}-fitness search over classical DIP: {summary}; across tasks "
                      f"{overall:+.2f} dB.")
+        equal = [r[m]["psnr"] - r[m]["equal_compute"]["psnr"] for r in rows
+                 if r.get(m) and r[m].get("equal_compute")]
+        if equal:
+            lines.append(f"Mean gain of the {m}-fitness search over classical DIP at equal compute: "
+                         f"{statistics.mean(equal):+.2f} dB ({len(equal)} cells).")
     return "\n".join(lines)
 
 

@@ -30,10 +30,17 @@ def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image)
         candidates = row["blind"]["candidates"]
         assert candidates["count"] >= 2 and candidates["best_psnr"] >= candidates["chosen_psnr"]
         assert candidates["classical_psnr"] is not None  # classical DIP seeds every search
+        for mode in ("blind", "reference"):  # K: the search's fits, re-fits and final fits over the budget
+            equal, searched = row[mode]["equal_compute"], row[mode]
+            h, w = row["size"]
+            work = searched["pixel_steps"] / (h * w) + searched["fit_iterations"] * searched["ensemble"]
+            assert equal["k"] == max(1, round(work / 4)) >= 2 and equal["iterations"] == 4 * equal["k"]
+            assert equal["psnr"] > 0
     saved = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert len(saved["rows"]) == 3
     table = (tmp_path / "q" / "quality.md").read_text()
-    assert "searched (blind)" in table and "Mean gain" in table
+    assert "searched (blind)" in table and "Mean gain" in table and "equal compute (blind)" in table
+    assert "at equal compute" in table
 
 
 def test_inpaint_uses_the_images_own_mask(quality, shared_data):

@@ -1,0 +1,237 @@
+"""DIP's own denoising benchmark: the nine colour images of the DIP paper with the published noisy inputs
+(sigma 25), restored by classical DIP (one fit, over seeds), by classical DIP at equal compute (the
+average of K fits, K chosen so its DIP work equals the search's), and by the blind-fitness search with
+the defaults a user gets (proxy search and final-fit ensemble included), beside the published DIP and
+CBM3D results.
+
+    python benchmarks/standard.py                                  # full size, the nine images (GPU)
+    python benchmarks/standard.py --size 64 --iterations 500 --jobs 2 --images F16 kodim03 peppers hill baboon
+
+Every image's ``NAME_noisy.png`` is restored as it is (the clean image is never re-noised); PSNR is
+on the RGB image, whole, 8-bit as saved, peak 255 (scikit-image), as the published figures; SSIM is
+scikit-image's. DIP work is counted in whole-image iterations: a proxy fit on a crop counts its pixels'
+share, so the equal-compute K matches what the search really computed (search fits, finalists'
+re-fits and final fits). ``--size N`` centre-crops every image and its noisy input, for the CPU; the
+published columns are whole-image figures and are shown only at full size.
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import nasdip_deap
+from bench_args import positive_int
+from nasdip_deap import classical_dip
+from nasdip_deap.errors import UserError
+from nasdip_deap.image_io import center_crop, load_image, to_uint8
+from nasdip_deap.registry import TASKS
+from nasdip_deap.restoration import member_seeds
+
+REPO = Path(__file__).resolve().parents[1]
+NINE = ("F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12", "lena", "peppers")
+FIRST = ("F16", "kodim03", "peppers")  # the GPU run's order: these first
+
+
+def data_folder() -> Path:
+    return Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
+
+
+def published(readme: Path) -> dict[str, dict]:
+    """{image: {"dip": dB, "cbm3d": dB}} from the data folder's README table (published outputs' PSNR)."""
+    rows = {}
+    if not readme.exists():
+        return rows
+    for line in readme.read_text().splitlines():
+        cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 5 and cells[0] in NINE:
+            try:
+                rows[cells[0]] = {"dip": float(cells[3]), "cbm3d": float(cells[4])}
+            except ValueError:
+                continue
+    return rows
+
+
+def image_paths(name: str, folder: Path) -> tuple[Path, Path]:
+    """(clean, noisy) files of an image given by name (in ``folder``) or by the path of its NAME_GT.png."""
+    path = Path(name)
+    if path.name.endswith("_GT.png") and path.exists():
+        return path, path.with_name(path.name.replace("_GT.png", "_noisy.png"))
+    return folder / f"{name}_GT.png", folder / f"{name}_noisy.png"
+
+
+def image_name(name: str) -> str:
+    return Path(name).name.replace("_GT.png", "")
+
+
+def scores(image: torch.Tensor, clean: torch.Tensor) -> dict:
+    """PSNR (peak 255) and SSIM of the 8-bit images, as the published outputs are scored."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a, b = to_uint8(image), to_uint8(clean)
+    channel = {"channel_axis": 2} if a.ndim == 3 else {}
+    return {"psnr": float(peak_signal_noise_ratio(b, a, data_range=255)),
+            "ssim": float(structural_similarity(b, a, data_range=255, **channel))}
+
+
+def search_settings(args) -> dict:
+    settings = {"fitness": "blind", "iterations": args.iterations, "seed": args.seed, "device": args.device,
+                "threads": 1}
+    for text in args.search or ():
+        key, _, value = text.partition("=")
+        try:
+            settings[key] = json.loads(value)  # numbers, true/false, null
+        except json.JSONDecodeError:
+            settings[key] = value  # names: proxy=none, fidelity=adaptive, ...
+    return settings
+
+
+def run_image(name: str, args) -> dict:
+    """Every column of one image's row."""
+    torch.set_num_threads(1)
+    clean_path, noisy_path = image_paths(name, Path(args.data))
+    clean = center_crop(load_image(clean_path), args.size)
+    noisy = center_crop(load_image(noisy_path), args.size)
+    task = TASKS.get("denoise").from_observation(noisy, {"sigma": 25.0}, clean=clean)
+    h, w = task.output_size
+    started = time.perf_counter()
+    result = nasdip_deap.search(task, **search_settings(args))
+    restoration = result.restore()
+    searched_seconds = time.perf_counter() - started
+    totals = result.totals
+    work = (totals.pixel_steps + restoration.iterations * restoration.ensemble * h * w) / (h * w)
+    k = max(1, round(work / args.iterations))
+    runner = result.search.evaluator.runner
+    arch = classical_dip()
+    outputs, seconds = [], []
+    for seed in member_seeds(args.seed, arch, max(k, args.seeds)):
+        fit = runner.fit(arch, task, args.iterations, seed=seed)
+        outputs.append(fit.restored)
+        seconds.append(fit.seconds)
+    singles = [scores(image, clean) for image in outputs[:args.seeds]]
+    equal = scores(torch.stack(outputs[:k]).mean(0), clean)
+    searched = scores(restoration.image, clean)
+    return {"image": image_name(name), "size": [h, w], "device": restoration.device,
+            "classical": {"psnr": statistics.fmean(s["psnr"] for s in singles),
+                          "psnr_std": statistics.pstdev(s["psnr"] for s in singles),
+                          "ssim": statistics.fmean(s["ssim"] for s in singles), "seeds": args.seeds,
+                          "iterations": args.iterations, "seconds": statistics.fmean(seconds[:args.seeds])},
+            "equal_compute": {**equal, "k": k, "iterations": k * args.iterations, "seconds": sum(seconds[:k])},
+            "searched": {**searched, "iterations": round(work), "seconds": searched_seconds,
+                         "architecture": result.best.summary(), "ensemble": restoration.ensemble,
+                         "fits": totals.fits, "final_iterations": restoration.iterations,
+                         "heldout_psnr": restoration.metrics.get("heldout_psnr"),
+                         "proxy": result.search.evaluator.proxy.describe()}}
+
+
+def markdown(rows: list[dict], args, reference: dict) -> str:
+    full = args.size is None
+    lines = ["| image | size | published DIP | published CBM3D | classical, 1 fit | classical, equal compute (K) "
+             "| searched | searched - 1 fit | searched - equal | DIP iterations (1 fit / equal / searched) "
+             "| wall s (1 fit / equal / searched) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        pub = reference.get(r["image"], {}) if full else {}
+        c, e, s = r["classical"], r["equal_compute"], r["searched"]
+        lines.append(
+            f"| {r['image']} | {r['size'][1]}x{r['size'][0]} | {pub.get('dip', '—')} | {pub.get('cbm3d', '—')} | "
+            f"{c['psnr']:.2f}±{c['psnr_std']:.2f} / {c['ssim']:.3f} | {e['psnr']:.2f} / {e['ssim']:.3f} ({e['k']}) | "
+            f"{s['psnr']:.2f} / {s['ssim']:.3f} | {s['psnr'] - c['psnr']:+.2f} | {s['psnr'] - e['psnr']:+.2f} | "
+            f"{c['iterations']:,} / {e['iterations']:,} / {s['iterations']:,} | "
+            f"{c['seconds']:.0f} / {e['seconds']:.0f} / {s['seconds']:.0f} |")
+    if rows:
+        mean = {col: statistics.fmean(r[col]["psnr"] for r in rows) for col in ("classical", "equal_compute", "searched")}
+        pubs = [reference[r["image"]] for r in rows if r["image"] in reference] if full else []
+        dip = f"{statistics.fmean(p['dip'] for p in pubs):.2f}" if len(pubs) == len(rows) and pubs else "—"
+        cbm = f"{statistics.fmean(p['cbm3d'] for p in pubs):.2f}" if len(pubs) == len(rows) and pubs else "—"
+        lines.append(f"| **mean** | | {dip} | {cbm} | {mean['classical']:.2f} | {mean['equal_compute']:.2f} | "
+                     f"**{mean['searched']:.2f}** | {mean['searched'] - mean['classical']:+.2f} | "
+                     f"{mean['searched'] - mean['equal_compute']:+.2f} | | |")
+    device = rows[0]["device"] if rows else args.device
+    lines.append("")
+    lines.append(f"Device {device} ({machine(device)}), torch {torch.__version__}, one thread per fit, "
+                 f"{args.iterations} iterations per fit, seed {args.seed}"
+                 + (f", centre crops of {args.size} px" if args.size else ", whole images")
+                 + (f"; search settings {' '.join(args.search)}" if args.search else "; search: the defaults") + ".")
+    return "\n".join(lines)
+
+
+def machine(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", nargs="+", default=list(FIRST) + [n for n in NINE if n not in FIRST],
+                        help="image names in --data (or paths of NAME_GT.png files with NAME_noisy.png beside "
+                             "them); default: the nine, F16, kodim03 and peppers first")
+    parser.add_argument("--data", default=str(data_folder() / "dip-color-denoise-25"),
+                        help="folder of NAME_GT.png / NAME_noisy.png pairs (default: ../shared/data's set)")
+    parser.add_argument("--size", type=positive_int, help="centre-crop every image and its noisy input (px)")
+    parser.add_argument("--iterations", type=positive_int, default=3000,
+                        help="DIP iterations per fit, every column (default 3000, the reference at full size)")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="classical single fits (default 3)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="images restored at once (processes)")
+    parser.add_argument("--search", action="append", metavar="KEY=VALUE",
+                        help="a search setting other than the user's default (SearchConfig field), repeatable")
+    parser.add_argument("--out", default="runs/standard", help="folder for table.md and table.json")
+    args = parser.parse_args(argv)
+    for name in args.images:
+        for path in image_paths(name, Path(args.data)):
+            if not path.exists():
+                parser.error(f"{path} not found (set --data, or NASDIP_DATA to the test image folder)")
+    try:
+        nasdip_deap.SearchConfig(**search_settings(args))
+    except (TypeError, UserError) as exc:
+        parser.error(f"bad --search setting: {exc}")
+    return args
+
+
+def save(rows: list[dict], args, out: Path, reference: dict) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown(rows, args, reference)
+    (out / "table.md").write_text(table + "\n")
+    (out / "table.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
+    return table
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    reference = published(Path(args.data).parent / "README.md")
+    out = Path(args.out)
+    rows: dict[int, dict] = {}
+
+    def finished(index: int, row: dict) -> None:
+        rows[index] = row
+        print(f"{row['image']}: classical {row['classical']['psnr']:.2f}, equal compute (K={row['equal_compute']['k']}) "
+              f"{row['equal_compute']['psnr']:.2f}, searched {row['searched']['psnr']:.2f}", flush=True)
+        save([rows[i] for i in sorted(rows)], args, out, reference)
+
+    if args.jobs <= 1:
+        for i, name in enumerate(args.images):
+            finished(i, run_image(name, args))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {pool.submit(run_image, name, args): i for i, name in enumerate(args.images)}
+            for future in concurrent.futures.as_completed(futures):
+                finished(futures[future], future.result())
+    done = [rows[i] for i in sorted(rows)]
+    print(save(done, args, out, reference))
+    return done
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""benchmarks/standard.py on two tiny noisy/clean pairs: every column, the equal-compute K against the
+search's counted work, and the saved table."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from nasdip_deap.image_io import save_image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "standard.py"
+
+
+@pytest.fixture(scope="module")
+def standard():
+    spec = importlib.util.spec_from_file_location("standard_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    for name in ("one", "two"):
+        y, x = torch.meshgrid(torch.linspace(0, 1, 36), torch.linspace(0, 1, 40), indexing="ij")
+        clean = torch.stack([x, y, x * y]).clamp(0, 1)
+        save_image(clean, tmp_path / f"{name}_GT.png")
+        save_image((clean + torch.randn(clean.shape, generator=generator) * 0.1).clamp(0, 1),
+                   tmp_path / f"{name}_noisy.png")
+    return tmp_path
+
+
+def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
+    rows = standard.main(["--data", str(pairs), "--images", "one", "two", "--iterations", "5", "--seeds", "2",
+                          "--search", "population=2", "--search", "generations=1", "--search", "levels=3",
+                          "--out", str(tmp_path / "out")])
+    assert [r["image"] for r in rows] == ["one", "two"]
+    for row in rows:
+        assert row["size"] == [36, 40]
+        searched, equal = row["searched"], row["equal_compute"]
+        assert equal["k"] == max(1, round(searched["iterations"] / 5)) and equal["iterations"] == 5 * equal["k"]
+        assert searched["iterations"] >= 5 * (searched["fits"] + 1)  # search fits and the final fit
+        assert all(0 < row[c]["psnr"] < 60 and 0 < row[c]["ssim"] <= 1 for c in ("classical", "equal_compute"))
+        assert row["classical"]["seeds"] == 2 and searched["ensemble"] >= 1
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| one | 40x36 |" in table and "**mean**" in table and "search settings population=2" in table
+    assert json.loads((tmp_path / "out" / "table.json").read_text())["rows"] == rows
+
+
+def test_published_figures_are_read_from_the_data_readme(standard, shared_data):
+    figures = standard.published(shared_data / "README.md")
+    assert figures["F16"] == {"dip": 33.69, "cbm3d": 32.67} and len(figures) == 9
+
+
+def test_bad_input_is_one_line(standard, pairs):
+    for argv in (["--data", str(pairs), "--images", "missing"], ["--data", str(pairs), "--search", "population=0"],
+                 ["--data", str(pairs), "--search", "nonsense=1"]):
+        with pytest.raises(SystemExit) as refused:
+            standard.parse_args(argv)
+        assert refused.value.code == 2
