@@ -1,8 +1,10 @@
-"""GPU report (a few minutes on one GPU): step time against the reference code (eager, CUDA graph,
-optionally torch.compile), bf16 and CUDA-graph fits against fp32 eager PSNR, and fits per hour with 1, 2
-and 4 concurrent fits on one GPU at 256x256, with and without CUDA graphs.
+"""Speed report: step time against the reference code (eager, CUDA graph, bf16 and channels-last on the
+GPU or the CPU, optionally torch.compile), bf16 and CUDA-graph fits against fp32 eager PSNR, fits per
+hour with 1, 2 and 4 concurrent fits at 256x256, seconds per 3000-iteration fit and fits per hour at
+512x512 and 512x768, and a whole-process timing of ``nasdip baseline`` against the reference loop.
 
     python benchmarks/gpu_report.py                       # needs CUDA; reference rows need NASDIP_REFERENCE_DIP
+    python benchmarks/gpu_report.py --device cpu --parts steps process --step-sizes 64 128
     python benchmarks/gpu_report.py --device cpu --size 32 --step-sizes 32 --iterations 20 --concurrency 1 2
 
 Concurrent fits run in separate spawned processes sharing the GPU (each its own CUDA context), which
@@ -26,18 +28,22 @@ from nasdip_deap.network import min_image_size
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_clean(size: int) -> torch.Tensor:
-    from nasdip_deap.image_io import center_crop, default_image, load_image
+def load_clean(size) -> torch.Tensor:
+    """F16 (or the embedded astronaut) at ``size`` px square, or (height, width)."""
+    from nasdip_deap.image_io import default_image, load_image
 
     data = Path(os.environ.get("NASDIP_DATA", REPO.parent / "shared" / "data"))
     path = data / "F16_GT.png"
     img = load_image(path) if path.exists() else default_image()
-    if min(img.shape[-2:]) < size:
-        img = torch.nn.functional.interpolate(img[None], size=(size, size), mode="bicubic", antialias=True)[0]
-    return center_crop(img, size).clamp(0, 1)
+    h, w = (size, size) if isinstance(size, int) else size
+    if img.shape[-2] < h or img.shape[-1] < w:
+        img = torch.nn.functional.interpolate(img[None], size=(max(h, img.shape[-2]), max(w, img.shape[-1])),
+                                              mode="bicubic", antialias=True)[0]
+    top, left = (img.shape[-2] - h) // 2, (img.shape[-1] - w) // 2
+    return img[:, top:top + h, left:left + w].clamp(0, 1).contiguous()
 
 
-def make_task(size: int):
+def make_task(size):
     from nasdip_deap.registry import TASKS
 
     return TASKS.get("denoise").from_clean(load_clean(size), {"sigma": 25.0}, seed=0)
@@ -82,14 +88,16 @@ def step_times(args, device, size: int) -> None:
 
     task = make_task(size)
     rows = []
-    for label, options in (("nasdip fp32", EngineOptions(cuda_graph=False)),
-                           ("nasdip fp32 channels-last", EngineOptions(channels_last=True, cuda_graph=False)),
-                           ("nasdip fp32 cuda-graph", EngineOptions(cuda_graph=True)),
-                           ("nasdip fp32 cuda-graph ch-last", EngineOptions(cuda_graph=True, channels_last=True)),
-                           ("nasdip bf16 channels-last", EngineOptions(precision="bf16", channels_last=True,
-                                                                      cuda_graph=False)),
-                           ("nasdip bf16 cuda-graph ch-last", EngineOptions(precision="bf16", cuda_graph=True,
-                                                                           channels_last=True))):
+    variants = [("nasdip fp32", EngineOptions(cuda_graph=False)),
+                ("nasdip fp32 channels-last", EngineOptions(channels_last=True, cuda_graph=False)),
+                ("nasdip bf16", EngineOptions(precision="bf16", cuda_graph=False)),
+                ("nasdip bf16 channels-last", EngineOptions(precision="bf16", channels_last=True, cuda_graph=False))]
+    if device.type == "cuda":  # a CPU fit has no graph: these rows would repeat the eager ones
+        variants += [("nasdip fp32 cuda-graph", EngineOptions(cuda_graph=True)),
+                     ("nasdip fp32 cuda-graph ch-last", EngineOptions(cuda_graph=True, channels_last=True)),
+                     ("nasdip bf16 cuda-graph ch-last", EngineOptions(precision="bf16", cuda_graph=True,
+                                                                      channels_last=True))]
+    for label, options in variants:
         trainer = Trainer(classical_dip(), task, device, seed=0, options=options)
         rows.append((label, time_steps(trainer.step, device, args.steps)))
     if args.compile and size == args.size:
@@ -153,6 +161,8 @@ def precision_psnr(args, device) -> None:
 
 def _worker(args_tuple) -> float:
     size, iterations, fits, device, precision, graph, seed = args_tuple
+    if device == "cpu":
+        torch.set_num_threads(1)
     from nasdip_deap import classical_dip
     from nasdip_deap.engine import EngineOptions, fit
 
@@ -183,6 +193,88 @@ def concurrency(args, device) -> None:
                   f"-> {per_hour:.0f} fits/hour (x{per_hour / base:.2f} of eager, 1 at a time)")
 
 
+def large_images(args, device) -> None:
+    """Seconds per fit and fits per hour with 1/2/4 concurrent fits at the sizes of whole photos."""
+    print(f"\n## whole photos: classical DIP, {args.large_iterations} iterations per fit, one fit per process, "
+          f"{'CUDA graphs' if device.type == 'cuda' else 'CPU, one thread per fit'}; wall time includes each "
+          f"process's start")
+    ctx = mp.get_context("spawn")
+    for size in args.large_sizes:
+        h, w = size
+        for n in args.concurrency:
+            started = time.perf_counter()
+            with ctx.Pool(n) as pool:
+                seconds = pool.map(_worker, [((h, w), args.large_iterations, 1, str(device), args.precision, True, i)
+                                             for i in range(n)])
+            wall = time.perf_counter() - started
+            print(f"{w}x{h}: {n} concurrent: {statistics.mean(seconds):.1f} s per fit, "
+                  f"{n / wall * 3600:.0f} fits/hour")
+
+
+REFERENCE_LOOP = """
+import sys, time, torch
+sys.path.insert(0, {ref!r})
+from models.skip import skip
+torch.set_num_threads(1)
+torch.manual_seed(0)
+size, iterations = {size}, {iterations}
+net = skip(32, 3, [128] * 5, [128] * 5, [4] * 5, upsample_mode="bilinear", need_sigmoid=True, need_bias=True,
+           pad="reflection", act_fun="LeakyReLU")
+z = torch.rand(1, 32, size, size) * 0.1
+noise = z.clone()
+target = torch.rand(1, 3, size, size)
+opt = torch.optim.Adam(net.parameters(), lr=0.01)
+avg = None
+for _ in range(iterations):
+    opt.zero_grad()
+    out = net(z + noise.normal_() * (1 / 30))
+    avg = out.detach() if avg is None else avg * 0.99 + out.detach() * 0.01
+    torch.nn.functional.mse_loss(out, target).backward()
+    opt.step()
+"""
+
+
+def whole_process(args) -> None:
+    """``nasdip baseline --crop 64 --iterations 150`` against the reference loop, each a new process with
+    one thread, interleaved over --rounds; medians and their ratio."""
+    import subprocess
+    import tempfile
+
+    ref = os.environ.get("NASDIP_REFERENCE_DIP")
+    if not ref or not (Path(ref) / "models" / "skip.py").exists():
+        print("\n## whole process: skipped (set NASDIP_REFERENCE_DIP to a deep-image-prior checkout)")
+        return
+    size, iterations = args.process_size, args.process_iterations
+    times: dict[str, list[float]] = {"nasdip": [], "reference": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(args.rounds):
+            for name in times:
+                cmd = ([sys.executable, "-m", "nasdip_deap", "baseline", "--crop", str(size), "--iterations",
+                        str(iterations), "--threads", "1", "--precision", args.process_precision, "--quiet",
+                        "--out", str(Path(folder) / f"run{round_}")] if name == "nasdip" else
+                       [sys.executable, "-c", REFERENCE_LOOP.format(ref=ref, size=size, iterations=iterations)])
+                started = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                times[name].append(time.perf_counter() - started)
+    ours, theirs = statistics.median(times["nasdip"]), statistics.median(times["reference"])
+    print(f"\n## whole process, {size} px, {iterations} iterations, one thread, median of {args.rounds} "
+          f"interleaved rounds")
+    print(f"nasdip baseline ({args.process_precision}) {ours:.1f} s, reference loop {theirs:.1f} s: "
+          f"ratio {ours / theirs:.2f}")
+
+
+def size_pair(text: str) -> tuple[int, int]:
+    """``512`` or ``512x768`` (height x width) -> (h, w)."""
+    h, _, w = text.partition("x")
+    try:
+        pair = (int(h), int(w or h))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}") from None
+    if min(pair) < min_image_size(5):
+        raise argparse.ArgumentTypeError(f"sides must be >= {min_image_size(5)} px, got {text!r}")
+    return pair
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
@@ -198,8 +290,15 @@ def main() -> None:
     parser.add_argument("--graph-modes", type=int, nargs="+", default=[0, 1], choices=(0, 1),
                         help="concurrency with CUDA graphs off (0) and/or on (1)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    parser.add_argument("--parts", nargs="+", default=["steps", "psnr", "concurrency"],
-                        choices=("steps", "psnr", "concurrency"))
+    parser.add_argument("--large-sizes", type=size_pair, nargs="+", default=[(512, 512), (512, 768)],
+                        help="HxW of the whole-photo rows (default 512 512x768)")
+    parser.add_argument("--large-iterations", type=positive_int, default=3000)
+    parser.add_argument("--process-size", type=positive_int, default=64)
+    parser.add_argument("--process-iterations", type=positive_int, default=150)
+    parser.add_argument("--process-precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds of the process timing")
+    parser.add_argument("--parts", nargs="+", default=["steps", "psnr", "concurrency", "large"],
+                        choices=("steps", "psnr", "concurrency", "large", "process"))
     args = parser.parse_args()
     smallest = min_image_size(5)  # the classical network's five levels
     if min([args.size, *args.step_sizes]) < smallest:
@@ -220,6 +319,10 @@ def main() -> None:
         precision_psnr(args, device)
     if "concurrency" in args.parts:
         concurrency(args, device)
+    if "large" in args.parts:
+        large_images(args, device)
+    if "process" in args.parts:
+        whole_process(args)
 
 
 if __name__ == "__main__":

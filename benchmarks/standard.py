@@ -94,8 +94,10 @@ def search_settings(args) -> dict:
     return settings
 
 
-def run_image(name: str, args) -> dict:
-    """Every column of one image's row."""
+def run_image(name: str, args, deadline: float | None = None) -> dict | None:
+    """Every column of one image's row; None when the run's time (``deadline``, epoch seconds) is up."""
+    if deadline is not None and time.time() > deadline:
+        return None
     torch.set_num_threads(1)
     clean_path, noisy_path = image_paths(name, Path(args.data))
     clean = center_crop(load_image(clean_path), args.size)
@@ -184,6 +186,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=positive_int, default=1, help="images restored at once (processes)")
+    parser.add_argument("--deadline", type=positive_int, metavar="SECONDS",
+                        help="start no image after this many seconds (the table holds the images done)")
     parser.add_argument("--search", action="append", metavar="KEY=VALUE",
                         help="a search setting other than the user's default (SearchConfig field), repeatable")
     parser.add_argument("--out", default="runs/standard", help="folder for table.md and table.json")
@@ -212,8 +216,12 @@ def main(argv=None) -> list[dict]:
     reference = published(Path(args.data).parent / "README.md")
     out = Path(args.out)
     rows: dict[int, dict] = {}
+    deadline = time.time() + args.deadline if args.deadline else None
 
-    def finished(index: int, row: dict) -> None:
+    def finished(index: int, row: dict | None) -> None:
+        if row is None:
+            print(f"{args.images[index]}: not started, the --deadline had passed", flush=True)
+            return
         rows[index] = row
         print(f"{row['image']}: classical {row['classical']['psnr']:.2f}, equal compute (K={row['equal_compute']['k']}) "
               f"{row['equal_compute']['psnr']:.2f}, searched {row['searched']['psnr']:.2f}", flush=True)
@@ -221,11 +229,11 @@ def main(argv=None) -> list[dict]:
 
     if args.jobs <= 1:
         for i, name in enumerate(args.images):
-            finished(i, run_image(name, args))
+            finished(i, run_image(name, args, deadline))
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
-            futures = {pool.submit(run_image, name, args): i for i, name in enumerate(args.images)}
+            futures = {pool.submit(run_image, name, args, deadline): i for i, name in enumerate(args.images)}
             for future in concurrent.futures.as_completed(futures):
                 finished(futures[future], future.result())
     done = [rows[i] for i in sorted(rows)]

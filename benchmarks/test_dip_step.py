@@ -1,4 +1,5 @@
-"""dip-step group: one DIP training iteration of classical DIP, ours against the reference code.
+"""dip-step group: one DIP training iteration of classical DIP, ours against the reference code, and
+our CPU precision/layout variants (fp32 or bf16 autocast, NCHW or channels-last).
 
 The reference deep-image-prior implementation is measured side by side in the same run when
 ``NASDIP_REFERENCE_DIP`` points at a checkout of it (it is never copied into this project); without
@@ -17,10 +18,13 @@ import pytest
 import torch
 
 from nasdip_deap import classical_dip
-from nasdip_deap.engine import Trainer
+from nasdip_deap.engine import EngineOptions, Trainer, cpu_bf16_accelerated
 from nasdip_deap.registry import TASKS
 
 SIZES = (64, 128, 256)
+VARIANTS = {"fp32": EngineOptions(), "fp32-channels-last": EngineOptions(channels_last=True),
+            "bf16": EngineOptions(precision="bf16"), "bf16-channels-last": EngineOptions(precision="bf16",
+                                                                                        channels_last=True)}
 
 
 def noisy_task(size: int):
@@ -46,6 +50,21 @@ def reference_skip():
 @pytest.mark.parametrize("size", SIZES)
 def test_nasdip_step(benchmark, size):
     trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0)
+    for _ in range(2):
+        trainer.step()
+    benchmark(trainer.step)
+    assert trainer.steps >= 3 and torch.isfinite(trainer.average).all()
+
+
+@pytest.mark.benchmark(group="dip-step-cpu-precision")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+@pytest.mark.parametrize("size", (64, 128))
+def test_nasdip_step_precision_and_layout(benchmark, size, variant):
+    """The CPU fast path's rows; compare within the group (same run, same machine)."""
+    options = VARIANTS[variant]
+    if options.precision == "bf16" and not cpu_bf16_accelerated():
+        pytest.skip("this CPU has no native bf16 (AMX or AVX-512 BF16): oneDNN emulates it, many times slower")
+    trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0, options=options)
     for _ in range(2):
         trainer.step()
     benchmark(trainer.step)

@@ -45,16 +45,22 @@ def test_learning_curves_prints_its_rank_table(tmp_path):
 
 
 def test_gpu_report_runs_its_parts_on_the_cpu(tmp_path):
-    """The GPU report's code paths (step rows for every engine option, the PSNR comparison, concurrent
-    processes), smoke-tested on the CPU where the GPU-only options are no-ops."""
+    """The report's code paths (step rows for every engine option, the PSNR comparison, concurrent
+    processes, whole-photo sizes, the whole-process timing), smoke-tested on the CPU where the GPU-only
+    options are no-ops."""
     proc = run_script("gpu_report.py", "--device", "cpu", "--size", "32", "--step-sizes", "32", "--steps", "2",
                       "--iterations", "4", "--seeds", "1", "--concurrency", "1", "--fits", "1",
-                      "--graph-modes", "0", "--concurrency-iterations", "2", data=tmp_path)
+                      "--graph-modes", "0", "--concurrency-iterations", "2", "--large-sizes", "32x40",
+                      "--large-iterations", "2", "--parts", "steps", "psnr", "concurrency", "large", "process",
+                      data=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
-    assert "## DIP step, classical DIP, 32x32" in out and "nasdip fp32 cuda-graph" in out
+    assert "## DIP step, classical DIP, 32x32" in out and "nasdip bf16 channels-last" in out
+    assert "nasdip fp32 cuda-graph" not in out  # no graph rows on the CPU: they would repeat the eager ones
     assert "mean fp32 graph - fp32: +0.000 dB" in out  # CUDA graphs are a no-op on the CPU
     assert "eager      1 concurrent: 1 fits" in out
+    assert "40x32: 1 concurrent:" in out and "fits/hour" in out
+    assert "whole process: skipped" in out or "ratio" in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
