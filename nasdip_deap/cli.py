@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="add the iteration count T (a share of --iterations) to the genome")
     g.add_argument("--no-classical-seed", action="store_true",
                    help="do not seed the first population with classical DIP")
+    g.add_argument("--novel-retries", type=int, metavar="N", default=d["novel_retries"],
+                   help="times a child whose architecture the run has already scored is varied again before "
+                        "its score is reused (default %(default)s; 0: reuse at once)")
     g.add_argument("--init-spread", type=float, metavar="P", default=d["init_spread"],
                    help="start from mutants of classical DIP, each bit flipped with probability P (e.g. 0.05), "
                         "instead of random genomes (the paper's start)")

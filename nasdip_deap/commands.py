@@ -21,7 +21,7 @@ from .image_io import save_image
 from .problem import Inputs, build_task
 from .registry import ALGORITHMS, OPERATORS, TASKS
 from .restoration import Restoration, restore as restore_fits
-from .runfolder import RunLock, prepare_run_dir, read_json, result_entry, write_json
+from .runfolder import RunLock, clear_previous_run, prepare_run_dir, read_json, result_entry, write_json
 
 log = logging.getLogger("nasdip")
 
@@ -129,6 +129,9 @@ def search(args) -> int:
             after = "before its first checkpoint" if state is None else f"after generation {state['generation']}"
             log.info("resuming %s %s (of %d generations)", run_dir, after, args.generations)
         else:
+            removed = clear_previous_run(run_dir)
+            if removed:
+                log.info("--force: removed the previous run's %s from %s", ", ".join(removed), run_dir)
             degraded = write_inputs(task, run_dir)
             write_json(run_dir / "config.json", {
                 "command": "search", "task": task.describe(), "image": args.image, "observed": args.observed,
@@ -277,6 +280,7 @@ def restore_with(arch: Architecture, levels: int, args, command: str, label: str
     runner = config.runner()
     run_dir = prepare_run_dir(args.out, args.force, command)
     with RunLock(run_dir):
+        clear_previous_run(run_dir)
         degraded = write_inputs(task, run_dir)
         log.info("%s: %s on task %s, %d fit(s) of %d iterations -> %s", command, arch.summary(), task.name,
                  config.ensemble, config.iterations, run_dir)

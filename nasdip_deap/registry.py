@@ -99,7 +99,7 @@ class Registry:
             if ep.name in self._entries and self._entries[ep.name].obj is obj:
                 continue
             if not any(e.obj is obj for e in self._entries.values()):
-                self.add(ep.name, obj, summary=getattr(obj, "summary", None),
+                self.add(ep.name, obj, summary=getattr(obj, "summary", None) or None,
                          defaults=getattr(obj, "defaults", None))
 
     def entry(self, name: str) -> Entry:

@@ -28,13 +28,20 @@ def saved_settings(args: argparse.Namespace, run_dir: Path) -> dict:
     """The parsed command line as JSON-able data, with file paths made absolute so that a resumed
     run finds its images from any working directory."""
     settings = {k: v for k, v in vars(args).items() if k not in ("resume", "given_options")}
-    for name in PATH_OPTIONS:
+    for name in PATH_OPTIONS + file_options():
         if settings.get(name):
             settings[name] = os.path.abspath(settings[name])
     if settings.get("cache"):
         settings["cache"] = [os.path.abspath(p) for p in settings["cache"]]
     settings["out"] = os.path.abspath(run_dir)
     return settings
+
+
+def file_options() -> tuple[str, ...]:
+    """Task options that name files (an inpainting mask): saved as absolute paths like the images."""
+    from .registry import TASKS
+
+    return tuple(sorted({o.name for e in TASKS.entries() for o in e.obj.OPTIONS if o.file}))
 
 
 def _flag(dest: str) -> str:
@@ -84,11 +91,22 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
 
 
 def check_context(state: dict, evaluator, run_dir: Path) -> None:
-    """The rebuilt evaluator must score exactly as the checkpointed run did (same image, task, settings)."""
-    if state["context"] != evaluator.context:
-        raise UserError(f"cannot resume {str(run_dir)!r}: the image, task or fitness settings rebuilt from the "
-                        f"saved settings differ from the run's (context {evaluator.context} != "
-                        f"{state['context']}); was an input image changed?")
+    """The rebuilt evaluator must score exactly as the checkpointed run did (same image, task, settings,
+    and the same kind of device: a CPU fit and a CUDA fit of one seed differ)."""
+    if state["context"] == evaluator.context:
+        return
+    from .engine import resolve_device
+
+    records = list(state.get("cache", {}).values())
+    before = {str(r.get("device") or "cpu").split(":")[0] for r in records if r.get("device")}
+    now = resolve_device(evaluator.runner.device).type
+    if before and now not in before:
+        raise UserError(f"cannot resume {str(run_dir)!r} on {now}: its fits ran on {', '.join(sorted(before))}, "
+                        f"and fits on another kind of device score differently; resume it with --device "
+                        f"{sorted(before)[0]}")
+    raise UserError(f"cannot resume {str(run_dir)!r}: the image, task or fitness settings rebuilt from the "
+                    f"saved settings differ from the run's (context {evaluator.context} != "
+                    f"{state['context']}); was an input image changed?")
 
 
 def record_resume(run_dir: Path, args: argparse.Namespace, state: dict | None) -> dict:

@@ -112,6 +112,24 @@ class RunLock:
         self.release()
 
 
+# what a search writes, besides cache.jsonl (kept on purpose: a run repeated into its folder reuses it)
+RUN_FILES = ("config.json", "degraded.png", "clean.png", "best.json", "checkpoint.pkl", "logbook.json",
+             "hall_of_fame.json", "pareto_front.json", "evaluations.jsonl", "errors.jsonl", "restored.png",
+             "baseline.png", "report.html", "summary.json")
+
+
+def clear_previous_run(run_dir: Path) -> list[str]:
+    """Remove the files an earlier run left in a folder a new run is forced into (``--force``), so that
+    the folder never mixes two runs; the evaluation cache and files of other programs stay."""
+    removed = []
+    for name in RUN_FILES:
+        path = Path(run_dir) / name
+        if path.is_file():
+            path.unlink()
+            removed.append(name)
+    return removed
+
+
 def _clean(value):
     """JSON has no NaN or infinity: write them as null."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -155,7 +173,8 @@ def read_json(path: str | os.PathLike, what: str):
 def result_entry(search, individual) -> dict:
     """One hall-of-fame / Pareto-front entry: bits, decoded architecture, all objectives, born."""
     record = search.record_for(individual)
-    return {"key": record["key"], "bits": list(map(int, individual)), "architecture": record["architecture"],
+    return {"key": record["key"], "bits": list(map(int, individual)), "spec": search.spec.to_dict(),
+            "architecture": record["architecture"],
             "summary": search.spec.decode(individual).summary(),
             "fitness": list(individual.fitness.values), "objectives": record["objectives"],
             "metrics": record["metrics"], "parameters": record["parameters"],

@@ -5,7 +5,7 @@ Downsampler (observation and forward model alike): ``torch.nn.functional.interpo
 by the factor (the same filter as Pillow's ``Image.resize(..., BICUBIC)`` when shrinking). It is
 differentiable, so the loss compares the downsampled network output with the low-resolution
 observation while the network works at full resolution. A clean image whose sides are not
-multiples of the factor is refused (use ``--crop`` with a multiple); quality is PSNR and SSIM on
+multiples of the factor is trimmed to the largest centred part whose sides are; quality is PSNR and SSIM on
 the luma (Y) channel with a border of ``scale`` pixels cropped, as the SR literature reports them.
 """
 from __future__ import annotations

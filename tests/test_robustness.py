@@ -299,3 +299,48 @@ def test_a_damaged_best_json_makes_report_fail_with_one_line(tmp_path):
     assert run_main(*TINY, "--out", str(out)).returncode == 0
     (out / "best.json").write_text('{"bits": [0, 1')
     assert "best.json" in last_line(run_main("report", str(out)))
+
+
+def test_a_forced_rerun_replaces_the_previous_runs_files_but_keeps_the_cache(tmp_path):
+    out = tmp_path / "run"
+    assert run_main(*TINY, "--out", str(out)).returncode == 0
+    (out / "notes.txt").write_text("mine")
+    assert run_main(*TINY, "--seed", "5", "--force", "--out", str(out)).returncode == 0
+    records = read_jsonl(out / "evaluations.jsonl")
+    logbook = json.loads((out / "logbook.json").read_text())
+    assert len(records) == sum(row["fits"] for row in logbook)  # this run's fits only
+    assert json.loads((out / "config.json").read_text())["seed"] == 5
+    assert (out / "notes.txt").read_text() == "mine" and len(read_jsonl(out / "cache.jsonl")) > len(records)
+
+
+def test_resume_saves_file_options_as_absolute_paths(tmp_path, monkeypatch):
+    from argparse import Namespace
+
+    from nasdip_deap.resume import saved_settings
+
+    monkeypatch.chdir(tmp_path)
+    saved = saved_settings(Namespace(command="search", image="img.png", mask="mask.png", cache=["c.jsonl"]), tmp_path)
+    assert saved["mask"] == str(tmp_path / "mask.png") and saved["image"] == str(tmp_path / "img.png")
+    assert saved["cache"] == [str(tmp_path / "c.jsonl")]
+
+
+def test_resume_on_another_kind_of_device_says_so(tmp_path):
+    from nasdip_deap.errors import UserError
+    from nasdip_deap.resume import check_context
+
+    from .helpers import evaluator_for
+    from .test_tasks import make_task
+
+    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3)
+    with pytest.raises(UserError, match="its fits ran on cuda.*--device cuda"):
+        check_context({"context": "other", "cache": {"k": {"device": "cuda:0"}}}, evaluator, tmp_path)
+    with pytest.raises(UserError, match="was an input image changed"):
+        check_context({"context": "other", "cache": {"k": {"device": "cpu"}}}, evaluator, tmp_path)
+
+
+def test_a_hall_of_fame_entry_restores_an_evolved_iterations_genome(tmp_path):
+    out = tmp_path / "run"
+    assert run_main(*TINY, "--evolve-iterations", "--out", str(out)).returncode == 0
+    done = run_main("restore", "--genome", str(out / "hall_of_fame.json"), "--crop", "32", "--iterations", "4",
+                    "--quiet", "--out", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
