@@ -12,11 +12,11 @@ from .architecture import Architecture, DecoderBlock, EncoderBlock, Skip
 from .compose import RestoreConfig, SearchConfig, build_search
 from .engine import EngineOptions, FitResult, fit
 from .genome import DEFAULT_SPEC, GenomeSpec, classical_dip, decode, encode
-from .image_io import load_image, save_image
+from .image_io import example_image, load_image, save_image
 from .network import build_network, count_parameters
 from .restoration import Restoration
 
 __all__ = ["search", "restore", "baseline", "make_task", "fit", "SearchResult", "FrontEntry", "Restoration",
            "SearchConfig", "RestoreConfig", "build_search", "EngineOptions", "FitResult", "Architecture",
            "EncoderBlock", "DecoderBlock", "Skip", "GenomeSpec", "DEFAULT_SPEC", "classical_dip", "decode", "encode",
-           "build_network", "count_parameters", "load_image", "save_image", "__version__"]
+           "build_network", "count_parameters", "example_image", "load_image", "save_image", "__version__"]

@@ -83,3 +83,8 @@ def default_image() -> torch.Tensor:
 
     img = Image.fromarray(data.astronaut()).resize((128, 128), Image.LANCZOS)
     return pil_to_tensor(img)
+
+
+def example_image(size: int | None = None) -> torch.Tensor:
+    """The embedded example photo (``default_image``), centre-cropped to ``size`` px when given."""
+    return center_crop(default_image(), size)
