@@ -94,6 +94,23 @@ def search_settings(args) -> dict:
     return settings
 
 
+def classical_fit(arch, task, runner, args, name: str, seed: int) -> tuple[torch.Tensor, float]:
+    """(output, seconds) of one classical fit; with ``--classical-cache`` kept on disk, so that trying
+    search settings does not refit the classical columns (the same seed gives the same CPU fit)."""
+    path = None
+    if args.classical_cache:
+        key = f"{image_name(name)}-{args.size or 'full'}-{args.iterations}-{seed}-{runner.options.precision}.pt"
+        path = Path(args.classical_cache) / key
+        if path.exists():
+            saved = torch.load(path)
+            return saved["restored"], saved["seconds"]
+    fit = runner.fit(arch, task, args.iterations, seed=seed)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"restored": fit.restored, "seconds": fit.seconds}, path)
+    return fit.restored, fit.seconds
+
+
 def run_image(name: str, args, deadline: float | None = None) -> dict | None:
     """Every column of one image's row; None when the run's time (``deadline``, epoch seconds) is up."""
     if deadline is not None and time.time() > deadline:
@@ -115,9 +132,9 @@ def run_image(name: str, args, deadline: float | None = None) -> dict | None:
     arch = classical_dip()
     outputs, seconds = [], []
     for seed in member_seeds(args.seed, arch, max(k, args.seeds)):
-        fit = runner.fit(arch, task, args.iterations, seed=seed)
-        outputs.append(fit.restored)
-        seconds.append(fit.seconds)
+        restored, spent = classical_fit(arch, task, runner, args, name, seed)
+        outputs.append(restored)
+        seconds.append(spent)
     singles = [scores(image, clean) for image in outputs[:args.seeds]]
     equal = scores(torch.stack(outputs[:k]).mean(0), clean)
     searched = scores(restoration.image, clean)
@@ -190,6 +207,9 @@ def parse_args(argv=None):
                         help="start no image after this many seconds (the table holds the images done)")
     parser.add_argument("--search", action="append", metavar="KEY=VALUE",
                         help="a search setting other than the user's default (SearchConfig field), repeatable")
+    parser.add_argument("--classical-cache", metavar="DIR",
+                        help="keep classical fits' outputs here and reuse them in later runs (same image, size, "
+                             "iterations, seed)")
     parser.add_argument("--out", default="runs/standard", help="folder for table.md and table.json")
     args = parser.parse_args(argv)
     for name in args.images:

@@ -29,7 +29,7 @@ from multiprocessing.connection import wait
 from typing import Callable, Iterable, Iterator
 
 from .errors import UserError
-from .workers import count_gpus, running_under_scoop, start_worker, usable_cores
+from .workers import count_gpus, die_with_parent, running_under_scoop, start_worker, usable_cores
 
 log = logging.getLogger("nasdip")
 
@@ -132,22 +132,9 @@ class WorkerLost(RuntimeError):
     """A task whose workers kept dying (or ran past the kill limit) and no fallback was given."""
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to send this process SIGKILL when its parent dies, however it dies (no orphan keeps
-    fitting, or holding a GPU, after a ``kill -9`` of the search). Elsewhere a no-op."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
     """Body of a ``processes`` worker: set up, then run (token, fn, item) messages until told to stop."""
-    _die_with_parent()
-    if os.getppid() != parent:  # the parent died before the request above took effect
+    if not die_with_parent(parent):  # the search is gone already
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)

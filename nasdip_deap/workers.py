@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -150,6 +151,51 @@ class _ThisProcess:
     worker: Worker | None = None
 
 
+def die_with_parent(parent: int | None = None) -> bool:
+    """Ask Linux to SIGKILL this process when its parent dies, however the parent dies, so that no
+    worker outlives its run (keeps fitting, or holds a GPU) after a SIGTERM or ``kill -9`` of the search.
+    Returns False when the parent (``parent``, else any parent but init) is gone already."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        pass
+    return os.getppid() == parent if parent is not None else os.getppid() != 1
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def watch_scoop_launcher(period: float = 1.0) -> None:
+    """In SCOOP's origin: when the launcher (``python -m scoop``) is stopped on its own (a SIGTERM to its
+    pid only), SCOOP leaves the origin and the workers running without it. A watchdog thread then stops
+    every process of the run's group and exits with 143, as a SIGTERM to the whole run would."""
+    import sys
+    import threading
+    import time
+
+    launcher = _parent_of(os.getppid())  # origin -> scoop.launch -> the launcher
+    if launcher is None or launcher <= 1:
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(period)
+            if not Path(f"/proc/{launcher}").exists():
+                print("nasdip: the SCOOP launcher has stopped, so this run stops too; continue it with "
+                      "nasdip search --resume RUN_DIR", file=sys.stderr, flush=True)
+                with contextlib.suppress(OSError):
+                    os.killpg(os.getpgid(0), signal.SIGTERM)
+                os._exit(143)
+
+    threading.Thread(target=watch, name="nasdip-scoop-watchdog", daemon=True).start()
+
+
 def start_worker(worker_id: str, gpu_count: int | None = None, lock_dir: str | os.PathLike | None = None,
                  prefer_gpu: int | None = None) -> Worker:
     """Make this process a worker: bind a GPU (if any) for the rest of its life."""
@@ -178,5 +224,9 @@ def current_worker() -> Worker:
     """This process's worker identity, binding a GPU on first use (SCOOP workers, the serial main)."""
     worker = _ThisProcess.worker
     if worker is None or worker.pid != os.getpid():
+        if running_under_scoop() and not die_with_parent():
+            os._exit(0)  # a SCOOP process whose launcher is gone: its run has ended
         worker = start_worker(_default_worker_id())
+        if worker.worker_id.startswith("scoop-origin"):
+            watch_scoop_launcher()
     return worker

@@ -344,3 +344,44 @@ def test_a_hall_of_fame_entry_restores_an_evolved_iterations_genome(tmp_path):
     done = run_main("restore", "--genome", str(out / "hall_of_fame.json"), "--crop", "32", "--iterations", "4",
                     "--quiet", "--out", str(tmp_path / "r"))
     assert done.returncode == 0, done.stderr
+
+
+def session_members(sid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["launcher", "group"])
+def test_sigterm_to_a_scoop_run_leaves_no_process(tmp_path, target):
+    """SIGTERM to SCOOP's launcher alone (SCOOP does not pass it on), or to the run's whole process group
+    (timeout, a scheduler): the origin and every worker stop."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(["timeout", "600", sys.executable, "-m", "scoop", "-n", "2",
+                             str(REPO / "nasdip_deap" / "__main__.py"), *SLOW, "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (out / "checkpoint.pkl").exists() and proc.poll() is None:
+        time.sleep(0.1)
+    members = session_members(proc.pid)
+    assert len(members) >= 4, members  # timeout, the launcher, the origin and a worker at least
+    launcher = next(pid for pid in members if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:3]
+                    == [b"-m", b"scoop"])
+    if target == "launcher":
+        os.kill(launcher, signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while session_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    output = proc.communicate(timeout=30)[0]
+    assert not session_members(proc.pid), output
+    assert (out / "checkpoint.pkl").exists() and not (out / "best.json").exists()
