@@ -141,7 +141,7 @@ def run(args) -> None:
     done = json.loads(out.read_text()) if out.exists() else {"image": args.image, "size": args.size,
                                                                "iterations": args.iterations, "fits": []}
     have = {(f["key"], f["job"]) for f in done["fits"]}
-    jobs = fits_needed(task, args.image)
+    jobs = {k: v for k, v in fits_needed(task, args.image).items() if k not in (args.skip or ())}
     for bits in architectures(spec, args.archs, args.seed):
         key = spec.decode(bits).key()
         for job, sub in jobs.items():
@@ -198,6 +198,8 @@ def main(argv=None) -> int:
     parser.add_argument("--archs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file of fits (continued when it exists)")
+    parser.add_argument("--skip", nargs="+", metavar="FIT", help="fits not to make, e.g. none (the blind whole-image "
+                                                                 "fit, the expensive no-proxy row)")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="print the correlation table of these files")
     args = parser.parse_args(argv)
     if args.report:
