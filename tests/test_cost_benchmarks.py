@@ -1,4 +1,5 @@
 """The search-cost scripts run on tiny settings, print their tables and refuse bad rows in one line."""
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +77,14 @@ def test_gpu_report_refuses_bad_input_in_one_line(tmp_path, args):
     proc = run_script("gpu_report.py", *args, data=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr
     assert proc.stdout == ""  # refused before any measurement
+
+
+def test_precision_quality_compares_bf16_with_fp32(tmp_path):
+    out = tmp_path / "precision.json"
+    proc = run_script("precision_quality.py", "--cells", "denoise:astronaut", "inpaint:astronaut", "--size", "32",
+                      "--iterations", "2", "--seeds", "1", "--out", str(out), data=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["task"] for r in rows] == ["denoise", "inpaint"]
+    assert all(r["fp32"]["psnr"] != r["bf16 channels-last"]["psnr"] for r in rows)  # really two precisions
+    assert "| all | 2 |" in proc.stdout and "Rule (mean within 0.1 dB" in proc.stdout
