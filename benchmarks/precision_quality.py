@@ -68,14 +68,19 @@ def summary(rows: list[dict]) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", nargs="+", type=parse_cell, default=[parse_cell(c) for c in DEFAULT_CELLS],
-                        metavar="TASK:IMAGE")
+    parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="TASK:IMAGE",
+                        help="(task, image) cells (default: the three tasks on F16, snail and kate)")
     parser.add_argument("--size", type=positive_int, default=48)
     parser.add_argument("--iterations", type=positive_int, default=500)
     parser.add_argument("--seeds", type=positive_int, default=2)
     parser.add_argument("--seed", type=int, default=0, help="seed of the degradations")
     parser.add_argument("--out", help="JSON file of the fits (rewritten after each)")
     args = parser.parse_args(argv)
+    if args.cells is None:
+        try:
+            args.cells = [parse_cell(c) for c in DEFAULT_CELLS]
+        except argparse.ArgumentTypeError as exc:
+            parser.error(str(exc))
     print(summary(run(args)))
     return 0
 
