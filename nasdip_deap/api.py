@@ -20,7 +20,7 @@ import torch
 from .architecture import Architecture
 from .compose import RestoreConfig, SearchConfig, build_search, start_backend
 from .errors import UserError
-from .fitness import final_budget
+from .fitness import final_budget, make_holdout
 from .genome import classical_dip
 from .registry import TASKS
 from .restoration import Restoration, restore as restore_fits
@@ -93,12 +93,21 @@ class SearchResult:
             iterations = steps if exact else arch.iterations_within(steps)
         ensemble = self.config.ensemble if ensemble is None else ensemble
         runner = self.search.evaluator.runner
+        holdout = self.final_holdout()
         if map_fn is not None:
             return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
-                                map_fn=map_fn)
+                                holdout=holdout, map_fn=map_fn)
         with start_backend(self.config) as backend:
             return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
-                                map_fn=backend.map)
+                                holdout=holdout, map_fn=backend.map)
+
+    def final_holdout(self):
+        """With ``final_holdout`` and blind fitness: the whole image's held-out pixels (the draw a search
+        without a proxy scores on), kept out of every final fit so that the ensemble is scored blind."""
+        settings = self.search.evaluator.settings
+        if not (self.config.final_holdout and settings.mode == "blind"):
+            return None
+        return make_holdout(self.task, settings.holdout, settings.seed)
 
 
 def search(task, *, hooks=(), **settings) -> SearchResult:

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--final-iterations", type=int, default=d["final_iterations"],
                    help="Adam steps of the final fits of the best architecture (default: --iterations, or where "
                         "an early-stopped search fit peaked)")
+    g.add_argument("--final-holdout", action="store_true",
+                   help="with blind fitness, keep the held-out pixels out of the final fits too, so that the "
+                        "ensemble's held-out PSNR is reported without ground truth (the restoration then uses "
+                        "fewer pixels; see docs/results.md)")
     g.add_argument("--baseline-fit", action="store_true",
                    help="also fit classical DIP with the final budget at the end, for the report's side-by-side "
                         "pictures")

@@ -104,6 +104,8 @@ def check_applies(args: argparse.Namespace, config: SearchConfig, task) -> None:
                         f"{config.algorithm}")
     if "finalist_repeats" in given and not config.finalists:
         raise UserError("--finalist-repeats applies with --finalists N")
+    if "final_holdout" in given and config.fitness_mode(task) != "blind":
+        raise UserError("--final-holdout applies to blind fitness; this run uses reference fitness")
 
 
 # -- search ---------------------------------------------------------------------------------------

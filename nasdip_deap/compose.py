@@ -115,6 +115,7 @@ class SearchConfig(FitConfig):
     eval_timeout: float | None = None
     # the final restoration
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
+    final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
     # where fits run
     backend: str | None = None  # None: scoop under SCOOP, else serial
     workers: int | None = None

@@ -267,6 +267,7 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
     (["--holdout", "0.2"], "--holdout applies to blind fitness"),
     (["--cost", "fit_seconds"], "--cost is the second objective of a multi-objective algorithm"),
     (["--finalist-repeats", "3"], "--finalist-repeats applies with --finalists N"),
+    (["--final-holdout"], "--final-holdout applies to blind fitness"),
     (["--crop", "40000"], "--crop 40000 is larger than the image"),
 ])
 def test_values_that_cannot_be_right_or_do_not_apply(args, needle, tmp_path):

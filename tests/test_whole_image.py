@@ -123,3 +123,16 @@ def test_every_slot_buys_a_new_architecture(tiny_image):
     assert sum(row["revaried"] for row in novel.logbook) >= 3
     keys = [r["key"] for r in novel.cache.values()]
     assert len(keys) == len(set(keys)) == novel.totals.fits
+
+
+def test_blind_final_fits_can_be_scored_on_held_out_pixels(tiny_image):
+    """--final-holdout: every final fit keeps the same held-out pixels out of its loss, and the ensemble
+    gets a held-out PSNR; by default the final fits use every pixel and report none."""
+    task = TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, 0)
+    settings = dict(levels=3, population=2, generations=0, iterations=4, fitness="blind", device="cpu")
+    plain = nasdip_deap.search(task, **settings).restore(ensemble=2)
+    held = nasdip_deap.search(task, final_holdout=True, **settings).restore(ensemble=2)
+    assert "heldout_psnr" not in plain.metrics and "heldout_psnr" in held.metrics
+    assert all("heldout_psnr" in m for m in held.members)
+    assert held.metrics["heldout_psnr"] != held.members[0]["heldout_psnr"]
+    assert not torch.equal(plain.image, held.image)
