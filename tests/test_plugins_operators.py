@@ -90,6 +90,26 @@ def test_decorator_names_collide_and_show_up_in_errors(user_parts, tmp_path, cap
     assert f"valid mutation operators: {', '.join(valid)}" in capsys.readouterr().err
 
 
+def test_registering_again_from_a_rerun_notebook_cell_is_harmless():
+    """The same object twice, or a new definition of it (same module and qualified name, as when a
+    notebook cell runs again), replaces quietly; another object under a taken name still raises."""
+    namespace: dict = {"__name__": "__main__"}
+    cell = ("from nasdip_deap.registry import OPERATORS\n"
+            "@OPERATORS.register('cell-mutation', kind='mutation')\n"
+            "def cell_mutation(individual):\n"
+            "    return individual,\n")
+    try:
+        exec(cell, namespace)
+        first = OPERATORS.get("cell-mutation")
+        OPERATORS.add("cell-mutation", first, kind="mutation")  # the same object again
+        exec(cell, namespace)  # the cell run again: a new function, same origin
+        assert OPERATORS.get("cell-mutation") is namespace["cell_mutation"] is not first
+        with pytest.raises(ValueError, match="already registered by __main__.cell_mutation"):
+            OPERATORS.add("cell-mutation", lambda individual: (individual,), kind="mutation")
+    finally:
+        OPERATORS.unregister("cell-mutation")
+
+
 # -- entry points, from an installed package ------------------------------------------------------
 @pytest.fixture(scope="module")
 def plugin_site(install_plugin, tmp_path_factory):
