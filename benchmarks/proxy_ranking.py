@@ -4,7 +4,7 @@ fitness and the true PSNR of a whole-image fit.
 For each image, ``--archs`` architectures (classical DIP, random genomes and mutants of classical DIP)
 are fitted on the whole image with every observed pixel (what the final fit of a search does) and on
 each proxy: centre crops, several crops spread over the image (each with its own held-out pixels),
-and a copy downscaled by 2 (denoising only). Proxy fits use blind fitness (10 % of the observed
+and a copy downscaled by 2 (block means of the observed pixels, ``Task.downscale``). Proxy fits use blind fitness (10 % of the observed
 pixels held out; no ground truth), and their true PSNR on the crop is recorded too, so both a blind
 and a reference proxy are ranked. ``none`` is today's search without a proxy: a blind fit of the
 whole image. Every fit is written to ``--out`` as it finishes, and a rerun skips the fits already
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -99,10 +98,7 @@ def fits_needed(task, name: str) -> dict[str, object]:
         jobs[f"centre{size}"] = sub_task(task, (h - size) // 2, (w - size) // 2, size)
     for i, (top, left) in enumerate(spread_positions(h, w, 64, 4, seed=7)):
         jobs[f"spread64_{i}"] = sub_task(task, top, left, 64)
-    if name != "kate":
-        down = type(task)(F.avg_pool2d(task.observation[None], 2)[0], clean=F.avg_pool2d(task.clean[None], 2)[0],
-                          options=task.options)
-        jobs["down2"] = down
+    jobs["down2"] = task.downscale(2)
     return jobs
 
 

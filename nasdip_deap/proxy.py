@@ -6,6 +6,8 @@ image. A proxy turns the task into the problems the candidates are fitted on; a 
 is the mean of its scores on them, and each problem draws its own held-out pixels for blind fitness.
 
 - ``none``: the whole image, as it is.
+- ``downscale:size=S``: a copy of the whole problem shrunk by the largest power of two that keeps its
+  shorter side at ``S`` px or more (block means of the observed pixels; see ``Task.downscale``).
 - ``crops:n=N,size=S``: ``N`` windows of ``S`` x ``S`` restored pixels spread over the image (one
   at random in each cell of a grid; a single window sits in the centre).
 
@@ -36,6 +38,38 @@ class WholeImage:
 
     def describe(self) -> dict:
         return {"name": "none"}
+
+
+@PROXIES.register("downscale", params={"size": Param(int, low=1)})
+@dataclass(frozen=True)
+class Downscale:
+    """Score candidates on a copy of the image shrunk by a power of two to about size px."""
+
+    size: int = 96
+
+    def factor(self, task) -> int:
+        """The largest power of two that keeps the shorter restored side at ``size`` px or more."""
+        side = min(task.output_size)
+        factor = 1
+        while side // (factor * 2) >= self.size:
+            factor *= 2
+        return factor
+
+    def problems(self, task, seed: int) -> list:
+        factor = self.factor(task)
+        return [task if factor == 1 else task.downscale(factor)]
+
+    def check(self, task, levels: int) -> None:
+        if self.size < min_image_size(levels):
+            raise UserError(f"a proxy of {self.size} px is below the {min_image_size(levels)} px a {levels}-level "
+                            f"network needs")
+        if self.factor(task) == 1:
+            h, w = task.output_size
+            raise UserError(f"the {w}x{h} px image cannot be halved and keep {self.size} px; use --proxy none or a "
+                            f"smaller size")
+
+    def describe(self) -> dict:
+        return {"name": "downscale", "size": self.size}
 
 
 @PROXIES.register("crops", params={"n": Param(int, low=1, high=64), "size": Param(int, low=1)})
@@ -82,17 +116,14 @@ class Crops:
 
 
 AUTO = "auto"
-DEFAULT_LARGE = Crops()  # the proxy of ``auto`` for large images (chosen by measurement, docs/results.md)
+DEFAULT_LARGE = Downscale()  # the proxy of ``auto`` for large images (chosen by measurement, docs/results.md)
 
 
 def make_proxy(choice, task, levels: int):
     """``choice`` (a name with parameters, ``auto`` or a proxy object) as a proxy object for ``task``.
-    ``auto`` uses ``DEFAULT_LARGE`` when the image has more than four times its pixels, else none."""
+    ``auto`` uses ``DEFAULT_LARGE`` when the image can be halved at least once, else none."""
     if choice == AUTO:
-        height, width = task.output_size
-        pixels = DEFAULT_LARGE.n * DEFAULT_LARGE.size ** 2
-        large = height * width > 4 * pixels and min(height, width) > DEFAULT_LARGE.size
-        return DEFAULT_LARGE if large else WholeImage()
+        return DEFAULT_LARGE if DEFAULT_LARGE.factor(task) > 1 else WholeImage()
     proxy = make_part(PROXIES, choice, "proxy")
     check = getattr(proxy, "check", None)
     if check is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from nasdip_deap import metrics
 from nasdip_deap.errors import UserError
@@ -120,6 +121,20 @@ class Task:
         window = (slice(None), slice(top // s, (top + height) // s), slice(left // s, (left + width) // s))
         clean = None if self.clean is None else self.clean[:, top:top + height, left:left + width]
         return type(self)(self.observation[window], clean=clean, observed_mask=self.observed_mask[window],
+                          options=self.options)
+
+    def downscale(self, factor: int) -> "Task":
+        """The same problem on a copy ``factor`` times smaller along each side: every ``factor`` x
+        ``factor`` block of observed pixels becomes one pixel, the mean of its known pixels, known when
+        at least half of the block is (the ground truth is block-averaged too). Proxies score
+        candidates on such copies of large images: unlike a crop, the copy keeps the whole scene."""
+        h, w = (self.observation.shape[-2] // factor * factor, self.observation.shape[-1] // factor * factor)
+        s = self.output_size[0] // self.observation.shape[-2]
+        mask = self.observed_mask[:, :h, :w]
+        known = F.avg_pool2d(mask[None], factor)[0]
+        observation = F.avg_pool2d((self.observation[:, :h, :w] * mask)[None], factor)[0] / known.clamp_min(1e-6)
+        clean = None if self.clean is None else F.avg_pool2d(self.clean[None, :, :h * s, :w * s], factor)[0]
+        return type(self)(observation.clamp(0, 1), clean=clean, observed_mask=(known >= 0.5).float(),
                           options=self.options)
 
     def forward(self, output: torch.Tensor) -> torch.Tensor:

@@ -263,6 +263,8 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
     (["--proxy", "crops:n=0"], "n must be a whole number between 1 and 64, got 0"),
     (["--proxy", "crops:size=4"], "below the 8 px a 3-level network needs"),
     (["--proxy", "crops:size=64"], "not smaller than the 32x32 px image"),
+    (["--proxy", "downscale"], "cannot be halved and keep 96 px"),
+    (["--proxy", "downscale:size=4"], "below the 8 px a 3-level network needs"),
     (["--mask", "m.png"], "--mask applies to task inpaint, not denoise"),
     (["--holdout", "0.2"], "--holdout applies to blind fitness"),
     (["--cost", "fit_seconds"], "--cost is the second objective of a multi-objective algorithm"),

@@ -11,7 +11,7 @@ from PIL import Image
 
 import nasdip_deap
 from nasdip_deap import classical_dip
-from nasdip_deap.proxy import Crops, WholeImage, make_proxy
+from nasdip_deap.proxy import Downscale, WholeImage, make_proxy
 from nasdip_deap.registry import TASKS
 from nasdip_deap.restoration import member_seeds, restore
 from nasdip_deap.runner import FitRunner
@@ -76,12 +76,38 @@ def test_candidates_are_scored_on_crops_and_the_final_fit_is_whole(tiny_image):
     assert restored.image.shape == (3, 64, 80) and restored.iterations == 4
 
 
-def test_auto_proxy_crops_only_large_images():
-    small = TASKS.get("denoise").from_clean(torch.rand(3, 96, 96), {"sigma": 25.0}, 0)
-    large = TASKS.get("denoise").from_clean(torch.rand(3, 320, 320), {"sigma": 25.0}, 0)
-    assert isinstance(make_proxy("auto", small, 5), WholeImage)
-    assert isinstance(make_proxy("auto", large, 5), Crops)
-    assert [p.output_size for p in make_proxy("auto", large, 5).problems(large, 0)][0][0] < 320
+def test_auto_proxy_downscales_only_large_images():
+    small = TASKS.get("denoise").from_clean(torch.rand(3, 150, 180), {"sigma": 25.0}, 0)
+    large = TASKS.get("denoise").from_clean(torch.rand(3, 512, 768), {"sigma": 25.0}, 0)
+    assert isinstance(make_proxy("auto", small, 5), WholeImage)  # halving would go below 96 px
+    proxy = make_proxy("auto", large, 5)
+    assert isinstance(proxy, Downscale) and proxy.factor(large) == 4
+    assert [p.output_size for p in proxy.problems(large, 0)] == [(128, 192)]
+
+
+@pytest.mark.parametrize("name", TASKS.names())
+def test_a_downscaled_task_is_the_same_problem_smaller(name, tiny_image):
+    clean = torch.nn.functional.interpolate(tiny_image[None], size=(64, 64), mode="bilinear")[0]
+    task = make_task(name, clean)
+    small = task.downscale(2)
+    assert type(small) is type(task) and small.output_size == (task.output_size[0] // 2, task.output_size[1] // 2)
+    assert small.options == task.options and small.clean.shape[-2:] == torch.Size(small.output_size)
+    assert torch.allclose(small.clean, torch.nn.functional.avg_pool2d(task.clean[None], 2)[0])
+
+
+def test_downscaling_keeps_blocks_mostly_known_and_averages_their_known_pixels():
+    from nasdip_deap.tasks import Inpaint
+
+    mask = torch.ones(1, 4, 4)
+    mask[0, 0, :2] = 0  # the top-left block: 2 of 4 known
+    mask[0, 2:, 2:] = 0  # the bottom-right block: none known
+    mask[0, 2, 0] = 0  # the bottom-left block: 3 of 4 known
+    observation = torch.arange(48, dtype=torch.float32).reshape(3, 4, 4) / 48
+    task = Inpaint(observation * mask, observed_mask=mask, options={"mask_ratio": 0.5})
+    small = task.downscale(2)
+    assert small.observed_mask[0].tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    known = observation[0, 1, :2].mean()  # the top-left block's two known pixels
+    assert float(small.observation[0, 0, 0]) == pytest.approx(float(known))
 
 
 def test_an_ensemble_is_the_mean_of_its_single_fits(tiny_image):
