@@ -16,6 +16,8 @@ there, so the script can be stopped and continued.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -134,20 +136,41 @@ def run(args) -> None:
     spec = GenomeSpec()
     task = load_problem(args.image, args.size)
     out = Path(args.out)
-    done = json.loads(out.read_text()) if out.exists() else {"image": args.image, "size": args.size,
-                                                               "iterations": args.iterations, "fits": []}
-    have = {(f["key"], f["job"]) for f in done["fits"]}
     jobs = {k: v for k, v in fits_needed(task, args.image).items() if k not in (args.skip or ())}
-    for bits in architectures(spec, args.archs, args.seed):
+    archs = architectures(spec, args.archs, args.seed)
+    for bits in reversed(archs) if args.reverse else archs:
         key = spec.decode(bits).key()
         for job, sub in jobs.items():
-            if (key, job) in have:
+            if (key, job) in fits_in(out, args):
                 continue
             record = one_fit(bits, spec, job, sub, args.iterations, args.seed)
-            done["fits"].append(record)
-            out.write_text(json.dumps(done, indent=1))
+            with locked(out):
+                done = read_fits(out, args)
+                if (key, job) not in {(f["key"], f["job"]) for f in done["fits"]}:
+                    done["fits"].append(record)
+                    out.write_text(json.dumps(done, indent=1))
             print(f"{args.image} {key[:8]} {job:<12} true {record['true_psnr']:6.2f} held-out "
                   f"{record['heldout_psnr'] or float('nan'):6.2f}  {record['seconds']:.0f}s", flush=True)
+
+
+def read_fits(out: Path, args) -> dict:
+    if out.exists():
+        return json.loads(out.read_text())
+    return {"image": args.image, "size": args.size, "iterations": args.iterations, "fits": []}
+
+
+def fits_in(out: Path, args) -> set:
+    """The (architecture, fit) pairs already in ``out``, read afresh: a second process (``--reverse``)
+    may be writing the same file."""
+    with locked(out):
+        return {(f["key"], f["job"]) for f in read_fits(out, args)["fits"]}
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    with open(str(out) + ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def report(paths: list[str]) -> str:
@@ -193,6 +216,8 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", type=int, default=300)
     parser.add_argument("--archs", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reverse", action="store_true", help="architectures in reverse order: a second "
+                        "process on the same --out meets the first halfway")
     parser.add_argument("--out", help="JSON file of fits (continued when it exists)")
     parser.add_argument("--skip", nargs="+", metavar="FIT", help="fits not to make, e.g. none (the blind whole-image "
                                                                  "fit, the expensive no-proxy row)")

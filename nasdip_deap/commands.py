@@ -14,7 +14,7 @@ import torch
 from . import __version__
 from .api import SearchResult
 from .architecture import Architecture
-from .compose import RestoreConfig, SearchConfig, build_search, start_backend
+from .compose import RestoreConfig, SearchConfig, build_search, part_label, start_backend
 from .errors import GenomeError, UserError
 from .genome import GenomeSpec, classical_dip
 from .image_io import save_image
@@ -168,7 +168,8 @@ def _proxy_text(evaluator) -> str:
     if len(problems) == 1 and problems[0] is evaluator.task:
         return "the whole image"
     h, w = problems[0].output_size
-    return f"{len(problems)} crop(s) of {w}x{h} px"
+    what = f"a {w}x{h} px version of the image" if len(problems) == 1 else f"{len(problems)} problems of {w}x{h} px"
+    return f"{what} (proxy {part_label(evaluator.proxy)})"
 
 
 def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map_fn) -> int:

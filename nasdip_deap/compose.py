@@ -51,7 +51,8 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     threads: int = 1  # torch CPU threads per fit: fixed, since the thread count changes CPU results slightly
-    precision: str = "auto"  # auto: bf16 autocast on CPUs that run it natively, else fp32
+    # fp32 until bf16's PSNR is measured on a CPU that runs it natively (docs/results.md); auto opts in
+    precision: str = "fp32"
     channels_last: bool | None = None  # None: with bf16 on the CPU
     cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)
     ensemble: int = 1  # final fits averaged into the restoration
@@ -114,6 +115,7 @@ class SearchConfig(FitConfig):
     finalist_repeats: int = 2
     eval_timeout: float | None = None
     # the final restoration
+    ensemble: int = 2  # two final fits: the largest gain per extra fit (docs/results.md)
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
     # where fits run

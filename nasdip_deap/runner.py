@@ -39,7 +39,7 @@ class FitRunner:
     options: EngineOptions = field(default_factory=EngineOptions)
 
     @classmethod
-    def create(cls, device: str = "auto", threads: int | None = 1, precision: str = "auto",
+    def create(cls, device: str, threads: int | None, precision: str,
                channels_last: bool | None = None, cuda_graph: bool = True) -> "FitRunner":
         """Resolve ``precision="auto"`` and the layout for ``device`` once, here, so that every worker
         of the run trains the same way whatever its own CPU supports."""

@@ -44,11 +44,13 @@ def test_restore_with_found_genome(search_run, tmp_path, cli):
 
 
 def test_restore_reproduces_the_searchs_final_fit(search_run, tmp_path, cli):
-    """Same genome, seed, budget and thread count: the restore gives the search's own final figure."""
+    """Same genome, seed, budget, ensemble and thread count: the restore gives the search's own final
+    figure."""
     out, _ = search_run
     best = json.loads((out / "best.json").read_text())
+    assert best["final"]["ensemble"] == 2  # a search's default
     proc = cli("restore", "--genome", str(out / "best.json"), *TINY, "--seed", "3", "--threads", "1",
-               "--out", str(tmp_path / "r"))
+               "--ensemble", "2", "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["result"]["psnr"] == pytest.approx(best["psnr"], abs=1e-6)

@@ -19,7 +19,7 @@ from tests.conftest import REPO, run_cli
 from tests.multihost_env import HostNet, missing_requirements, run
 
 REASON = missing_requirements()
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost"),  # fixed namespace names: one worker
               pytest.mark.skipif(REASON is not None, reason=f"multi-host SCOOP test skipped: {REASON}")]
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
