@@ -46,8 +46,9 @@ def run(args) -> list[dict]:
             print(f"{task_name:<17} {row['image']:<12} seed {seed}: fp32 {row['fp32']['psnr']:.2f}, bf16 "
                   f"{row['bf16 channels-last']['psnr']:.2f} dB", flush=True)
             if args.out:
-                Path(args.out).write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "cells"},
-                                                      "bf16_native": cpu_bf16_accelerated(), "rows": rows}, indent=1))
+                settings = {k: v for k, v in vars(args).items() if k != "cells"}
+                Path(args.out).write_text(json.dumps({"settings": settings, "bf16_native": cpu_bf16_accelerated(),
+                                                      "rows": rows}, indent=1))
     return rows
 
 
@@ -61,8 +62,9 @@ def summary(rows: list[dict]) -> str:
     worst_task = min(statistics.fmean(v) for v in diff.values())
     verdict = abs(mean) <= 0.1 and worst_task >= -0.2
     lines.append(f"| all | {len(every)} | {mean:+.3f} dB | {min(every):+.3f} dB |")
-    lines.append(f"\nRule (mean within 0.1 dB, no task losing more than 0.2 dB on average): "
-                 f"{'met: bf16 + channels-last can be the default where the CPU runs bf16 natively' if verdict else 'not met: bf16 stays opt-in'}.")
+    outcome = ("met: bf16 + channels-last can be the default where the CPU runs bf16 natively" if verdict
+               else "not met: bf16 stays opt-in")
+    lines.append(f"\nRule (mean within 0.1 dB, no task losing more than 0.2 dB on average): {outcome}.")
     return "\n".join(lines)
 
 

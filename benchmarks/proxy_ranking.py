@@ -4,11 +4,12 @@ fitness and the true PSNR of a whole-image fit.
 For each image, ``--archs`` architectures (classical DIP, random genomes and mutants of classical DIP)
 are fitted on the whole image with every observed pixel (what the final fit of a search does) and on
 each proxy: centre crops, several crops spread over the image (each with its own held-out pixels),
-and a copy downscaled by 2 (block means of the observed pixels, ``Task.downscale``). Proxy fits use blind fitness (10 % of the observed
-pixels held out; no ground truth), and their true PSNR on the crop is recorded too, so both a blind
-and a reference proxy are ranked. ``none`` is today's search without a proxy: a blind fit of the
-whole image. Every fit is written to ``--out`` as it finishes, and a rerun skips the fits already
-there, so the script can be stopped and continued.
+and a copy downscaled by 2 (block means of the observed pixels, ``Task.downscale``). Proxy fits use
+blind fitness (10 % of the observed pixels held out; no ground truth), and their true PSNR on the crop
+is recorded too, so both a blind and a reference proxy are ranked. ``none`` is a search without a
+proxy: a blind fit of the whole image. Every fit is written to ``--out`` as it finishes, and a rerun
+skips the fits already there, so the script can be stopped and continued (or split over two
+processes with ``--reverse``).
 
     python benchmarks/proxy_ranking.py --image hill --size 192 --iterations 300 --out runs/proxy-hill.json
     python benchmarks/proxy_ranking.py --report runs/proxy-hill.json runs/proxy-kodim03.json

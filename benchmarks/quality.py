@@ -32,8 +32,8 @@ import torch
 import nasdip_deap
 from bench_args import non_negative_int, positive_int
 from bench_problems import TASK_NAMES, classical_for, default_images, make_task, parse_cell
-from nasdip_deap.restoration import restore
 from nasdip_deap.compose import RestoreConfig
+from nasdip_deap.restoration import restore
 
 
 def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = False, ensemble: int = 1) -> dict:
@@ -52,7 +52,8 @@ def equal_compute(task_name: str, task, work: float, budget: int, seed: int, dev
     """Classical DIP given the search's compute: the average of K fits, K = the search's whole-image
     iterations (search fits, re-fits and its final fits) over the per-fit budget."""
     k = max(1, round(work / budget))
-    restoration = restore(classical_for(task_name), task, RestoreConfig(device=device).runner(), budget, run_seed=seed, ensemble=k)
+    runner = RestoreConfig(device=device).runner()
+    restoration = restore(classical_for(task_name), task, runner, budget, run_seed=seed, ensemble=k)
     return {"psnr": restoration.metrics["psnr"], "ssim": restoration.metrics["ssim"], "k": k,
             "iterations": k * budget, "work": round(work)}
 

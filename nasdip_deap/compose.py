@@ -110,7 +110,7 @@ class SearchConfig(FitConfig):
     iterations: int = 300
     fidelity: Any = "full"
     early_stop: int | None = None
-    proxy: Any = "auto"  # auto: crops of large images, the whole image otherwise
+    proxy: Any = "auto"  # auto: a downscaled copy of large images, the whole image otherwise
     finalists: int = 0
     finalist_repeats: int = 2
     eval_timeout: float | None = None
