@@ -96,7 +96,7 @@ def run_task(name: str, args, pool) -> dict:
     spec = GenomeSpec(levels=args.levels)
     task = make_task(name, Path(args.data), args.crop, args.seed)
     config = SearchConfig(fitness="blind", iterations=args.iterations, holdout=args.holdout, seed=args.seed,
-                          device="cpu", levels=args.levels, proxy="none")
+                          device="cpu", levels=args.levels, proxy="none", search_fits=0)
     evaluator = build_search(config, task).evaluator
     genomes = architectures(spec, args.architectures, args.seed)
     started = time.perf_counter()

@@ -148,7 +148,9 @@ def run_image(name: str, args, deadline: float | None = None) -> dict | None:
                          "architecture": result.best.summary(), "ensemble": restoration.ensemble,
                          "fits": totals.fits, "final_iterations": restoration.iterations,
                          "heldout_psnr": restoration.metrics.get("heldout_psnr"),
-                         "proxy": result.search.evaluator.proxy.describe()}}
+                         "proxy": result.search.evaluator.proxy.describe(),
+                         "search_fits": len(restoration.search_fits),
+                         "final_fits_psnr": (restoration.final_fits or restoration.metrics).get("psnr")}}
 
 
 def markdown(rows: list[dict], args, reference: dict) -> str:
@@ -244,7 +246,9 @@ def main(argv=None) -> list[dict]:
             return
         rows[index] = row
         print(f"{row['image']}: classical {row['classical']['psnr']:.2f}, equal compute (K={row['equal_compute']['k']}) "
-              f"{row['equal_compute']['psnr']:.2f}, searched {row['searched']['psnr']:.2f}", flush=True)
+              f"{row['equal_compute']['psnr']:.2f}, searched {row['searched']['psnr']:.2f} (with "
+              f"{row['searched']['search_fits']} search fits; its final fits alone "
+              f"{row['searched']['final_fits_psnr']:.2f})", flush=True)
         save([rows[i] for i in sorted(rows)], args, out, reference)
 
     if args.jobs <= 1:

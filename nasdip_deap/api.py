@@ -13,6 +13,7 @@ parts may be names (``algorithm="nsga2"``, ``mutation="flip-bit:indpb=0.05"``) o
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -23,7 +24,7 @@ from .errors import UserError
 from .fitness import final_budget, make_holdout
 from .genome import classical_dip
 from .registry import TASKS
-from .restoration import Restoration, restore as restore_fits
+from .restoration import Restoration, choose_search_fits, restore as restore_fits
 from .loop import Compute, Search
 
 
@@ -83,23 +84,33 @@ class SearchResult:
         return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
 
     def restore(self, iterations: int | None = None, ensemble: int | None = None,
-                architecture: Architecture | None = None, map_fn=None) -> Restoration:
+                architecture: Architecture | None = None, map_fn=None,
+                search_fits: bool | None = None) -> Restoration:
         """Fit the best architecture (or ``architecture``) on the whole observation, ``ensemble`` times
-        (default: the config's), with the search's seed rule, device, threads and engine options.
-        ``map_fn`` runs the fits (default: a backend of the search's config, started for them)."""
+        (default: the config's), with the search's seed rule, device, threads and engine options, and
+        average in the best of the search's own whole-image fits (``search_fits``; default: when
+        restoring the best architecture; see ``chosen_search_fits``). ``map_fn`` runs the fits
+        (default: a backend of the search's config, started for them)."""
         arch = architecture or self.best
         if iterations is None:
             steps, exact = self.final_iterations()
             iterations = steps if exact else arch.iterations_within(steps)
         ensemble = self.config.ensemble if ensemble is None else ensemble
-        runner = self.search.evaluator.runner
-        holdout = self.final_holdout()
+        pooled = self.chosen_search_fits() if (architecture is None if search_fits is None else search_fits) else []
+        fits = functools.partial(restore_fits, arch, self.task, self.search.evaluator.runner, iterations,
+                                 run_seed=self.config.seed, ensemble=ensemble, holdout=self.final_holdout(),
+                                 search_fits=pooled)
         if map_fn is not None:
-            return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
-                                holdout=holdout, map_fn=map_fn)
+            return fits(map_fn=map_fn)
         with start_backend(self.config) as backend:
-            return restore_fits(arch, self.task, runner, iterations, run_seed=self.config.seed, ensemble=ensemble,
-                                holdout=holdout, map_fn=backend.map)
+            return fits(map_fn=backend.map)
+
+    def chosen_search_fits(self) -> list[tuple[str, float, torch.Tensor]]:
+        """(key, fitness, output) of the search fits averaged into the restoration: of the best-ranked
+        whole-image fits kept (``search_fits`` in the config), the prefix whose mean scores highest by
+        the search's own fitness (held-out pixels when blind). Empty when candidates were scored on a
+        proxy (their outputs are not the whole image) or none were kept."""
+        return choose_search_fits(self.search.fit_outputs.ranked(), self.search.evaluator.score_image)
 
     def final_holdout(self):
         """With ``final_holdout`` and blind fitness: the whole image's held-out pixels (the draw a search

@@ -58,7 +58,8 @@ def capture(search, settings: dict) -> dict:
     return {"format": FORMAT, "nasdip_deap": __version__, "written": time.time(),
             "generation": search.generation, "population": search.population, "archive": search.archive,
             "logbook": search.logbook, "cache": search.cache, "totals": dataclasses.asdict(search.totals),
-            "replicates": search.replicates, "failed": search.failed, "seen": search.seen, "rng": rng_states(),
+            "replicates": search.replicates, "failed": search.failed, "seen": search.seen,
+            "fit_outputs": search.fit_outputs.entries, "rng": rng_states(),
             "settings": settings,
             "context": search.evaluator.context}
 
@@ -78,6 +79,8 @@ def restore(search, state: dict, rng: bool = True) -> None:
     search.replicates = dict(state.get("replicates", {}))
     search.failed = dict(state.get("failed", {}))
     search.seen = set(state.get("seen", search.cache))
+    for key, (quality, output) in state.get("fit_outputs", {}).items():
+        search.fit_outputs.offer(key, quality, output)
     if rng:
         set_rng_states(state["rng"])
 

@@ -157,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--final-iterations", type=int, default=d["final_iterations"],
                    help="Adam steps of the final fits of the best architecture (default: --iterations, or where "
                         "an early-stopped search fit peaked)")
+    g.add_argument("--search-fits", type=int, default=d["search_fits"], metavar="N",
+                   help="keep the outputs of the N best search fits of the whole image and average the best of "
+                        "them (chosen by the search's fitness) into the restoration (default %(default)s; 0: "
+                        "final fits only; no effect when candidates are scored on a proxy)")
     g.add_argument("--final-holdout", action="store_true",
                    help="with blind fitness, keep the held-out pixels out of the final fits too, so that the "
                         "ensemble's held-out PSNR is reported without ground truth (the restoration then uses "
@@ -165,9 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fit classical DIP with the final budget at the end, for the report's side-by-side "
                         "pictures")
     g.add_argument("--proxy", default=d["proxy"],
-                   help="what candidates are scored on: none (the whole image), crops[:n=N,size=S] (N crops of "
-                        "S px spread over the image), or auto (crops for large images, the whole image "
-                        "otherwise; default %(default)s). The final fits always restore the whole image")
+                   help="what candidates are scored on: none (the whole image), downscale[:size=S] (the image "
+                        "reduced by powers of two to no less than S px), crops[:n=N,size=S] (N crops of S px "
+                        "spread over the image), or auto (downscale for images that can be halved, the whole "
+                        "image otherwise; default %(default)s). The final fits always restore the whole image")
     g = s.add_argument_group("checkpoints and cache")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR with its saved settings (only --generations, "

@@ -81,7 +81,10 @@ def save_restoration(restoration: Restoration, run_dir: Path, label: str, pictur
 
 
 def print_quality(label: str, summary: dict, degraded: dict) -> None:
+    pooled = len(summary.get("search_fits") or ())
     ensemble = f" (average of {summary['ensemble']} fits)" if summary.get("ensemble", 1) > 1 else ""
+    if pooled:
+        ensemble = f" (average of {summary['ensemble']} final fits and {pooled} search fits)"
     if "psnr" in summary:
         base = f" (degraded {degraded['psnr']:.2f} dB)" if "psnr" in degraded else ""
         print(f"{label}{ensemble}: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}{base}")
@@ -180,8 +183,9 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     steps, exact = result.final_iterations()
     iterations = steps if exact else arch.iterations_within(steps)
     h, w = result.task.output_size
-    log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image", config.ensemble,
-             iterations, w, h)
+    pooled = result.chosen_search_fits()
+    log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image%s", config.ensemble,
+             iterations, w, h, f", averaged with the {len(pooled)} best search fits" if pooled else "")
     restoration = result.restore(iterations=iterations, map_fn=map_fn)
     final = save_restoration(restoration, run_dir, "best found", "restored.png")
     totals = run.totals
@@ -212,8 +216,10 @@ def classical_baseline(result: SearchResult, args, run_dir: Path, best_arch: Arc
     the best's final fit. None when the run never scored it."""
     run = result.search
     arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
-    if arch == best_arch:
-        return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
+    if arch == best_arch:  # its final fits alone, without the search fits averaged in
+        own = {k: v for k, v in best_final.items() if k not in ("search_fits", "final_fits")}
+        return {**own, **(best_final.get("final_fits") or {}), "label": "classical DIP",
+                "source": "final fit (it is the best found)"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
     if getattr(args, "baseline_fit", False):
         restoration = result.restore(architecture=arch, iterations=best_final["iterations"], map_fn=map_fn)

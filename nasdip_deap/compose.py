@@ -22,6 +22,7 @@ from .genome import MAX_LEVELS, MIN_LEVELS, GenomeSpec
 from .params import parse_choice
 from .proxy import make_proxy
 from .registry import ALGORITHMS
+from .restoration import SearchFits
 from .runner import FitRunner
 from .loop import Search, make_toolbox, max_generations
 
@@ -116,6 +117,7 @@ class SearchConfig(FitConfig):
     eval_timeout: float | None = None
     # the final restoration
     ensemble: int = 2  # two final fits: the largest gain per extra fit (docs/results.md)
+    search_fits: int = 16  # the best whole-image search fits kept to average into the restoration (0: none)
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
     # where fits run
@@ -132,6 +134,7 @@ class SearchConfig(FitConfig):
         _count("--hof-size", self.hof_size, 1, MAX_POPULATION)
         _count("--finalists", self.finalists, 0, MAX_POPULATION)
         _count("--finalist-repeats", self.finalist_repeats, 1, MAX_ENSEMBLE)
+        _count("--search-fits", self.search_fits, 0, MAX_POPULATION)
         _count("--novel-retries", self.novel_retries, 0, 1000)
         if self.lambda_ is not None:
             _count("--lambda", self.lambda_, 1, MAX_POPULATION)
@@ -197,7 +200,8 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     settings = FitnessSettings(mode=config.fitness_mode(task), iterations=config.iterations, holdout=config.holdout,
                                seed=config.seed, objectives=objectives, timeout=config.eval_timeout,
                                early_stop=patience_for(fidelity, config.early_stop), fidelity=part_label(fidelity))
-    evaluator = Evaluator(spec, task, settings, runner or config.runner(), proxy)
+    evaluator = Evaluator(spec, task, settings, runner or config.runner(), proxy,
+                          keep_outputs=config.search_fits > 0)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
     operators = {
         "crossover": bind_operator(toolbox, "mate", config.crossover, "crossover", spec),
@@ -211,7 +215,8 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
                     seed=config.seed, archive_size=config.hof_size, seed_classical=config.seed_classical,
                     init_spread=config.init_spread, fidelity=fidelity,
                     finalists=make_finalists(config.finalists, config.finalist_repeats),
-                    novel_retries=config.novel_retries, hooks=list(hooks))
+                    novel_retries=config.novel_retries, fit_outputs=SearchFits(config.search_fits),
+                    hooks=list(hooks))
     search.operators = operators
     return search
 

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from . import metrics
 from .engine import FitResult, FitTimeout, copy_task_without_clean, resolve_device
 from .errors import UserError
 from .genome import GenomeSpec
@@ -149,10 +150,12 @@ def tensor_digest(t: torch.Tensor) -> str:
 
 class Evaluator:
     """``evaluator.record(bits)`` fits one genome and returns a JSON-able record; ``evaluator(ind)``
-    returns only the fitness tuple (DEAP's ``evaluate`` contract)."""
+    returns only the fitness tuple (DEAP's ``evaluate`` contract). With ``keep_outputs``, the record
+    of a fit of the whole image also holds its output image under ``"output"``, which the search loop
+    takes out before the record is stored (see ``restoration.SearchFits``)."""
 
     def __init__(self, spec: GenomeSpec, task, settings: FitnessSettings, runner: FitRunner | None = None,
-                 proxy=None):
+                 proxy=None, keep_outputs: bool = False):
         if settings.mode == "reference" and task.clean is None:
             raise UserError("reference fitness needs a clean image; give --image (clean) or use --fitness blind")
         self.spec = spec
@@ -160,6 +163,7 @@ class Evaluator:
         self.settings = settings
         self.runner = runner or FitRunner()
         self.proxy = proxy or WholeImage()
+        self.keep_outputs = keep_outputs  # records of whole-image fits carry the output (for SearchFits)
         self.problems = list(self.proxy.problems(task, settings.seed))
         blind = settings.mode == "blind"
         self.holdouts = [make_holdout(p, settings.holdout, settings.seed, problem=i) if blind else None
@@ -198,6 +202,20 @@ class Evaluator:
                  tensor_digest(self.task.observed_mask), s.mode, s.iterations, s.holdout, s.seed, s.objectives,
                  self.spec.to_dict(), self.runner.threads, s.early_stop, s.fidelity, options.precision]
         return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+    @property
+    def fits_whole_image(self) -> bool:
+        """Candidates are fitted on the whole observation (no proxy), so each fit's output restores it."""
+        return len(self.problems) == 1 and self.problems[0].output_size == self.task.output_size
+
+    def score_image(self, image: torch.Tensor) -> float:
+        """The fitness's quality of an image of the whole observation, as a fit's output is scored:
+        PSNR on the held-out pixels (blind) or against the clean image (reference)."""
+        task = self.problems[0]
+        if self.settings.mode == "blind":
+            return metrics.psnr(task.forward(image.unsqueeze(0)), task.observation.unsqueeze(0),
+                                self.holdouts[0].unsqueeze(0))
+        return task.quality(image, task.clean)["psnr"]
 
     def cache_key(self, arch_key: str) -> str:
         return f"{self.context}:{arch_key}"
@@ -293,6 +311,8 @@ class Evaluator:
                 results.append(self.fit_problem(arch, i, seed, budget, stopper=stopper, device=rec["device"],
                                                 deadline=deadline, replicate=replicate))
             self._score(rec, results)
+            if self.keep_outputs and self.fits_whole_image and not replicate:
+                rec["output"] = results[0].restored.detach().cpu()  # the search keeps the best (restoration.py)
         except FitTimeout as exc:
             self._fail(rec, f"FitTimeout: fit ran past --eval-timeout {timeout:g}s ({exc})", None, MACHINE)
         except Exception as exc:  # any failing fit is scored worst; the search goes on

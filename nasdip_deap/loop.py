@@ -21,6 +21,7 @@ from .fidelity import EvaluationContext, spent
 from .finalists import mean_score, refit_replicate
 from .fitness import MACHINE, Evaluator, record_failure
 from .genome import GenomeSpec, classical_dip
+from .restoration import SearchFits
 
 
 def same_architecture(a, b, spec: GenomeSpec) -> bool:
@@ -111,6 +112,7 @@ class Search:
     failed: dict = field(default_factory=dict)  # cache key -> record of a machine failure (never cached)
     uncharged: set = field(default_factory=set)  # cache keys this run fitted before a restart, not yet counted
     seen: set = field(default_factory=set)  # cache keys of every architecture this run has scored so far
+    fit_outputs: SearchFits = field(default_factory=lambda: SearchFits(0))  # best whole-image fits' outputs
 
     def __post_init__(self):
         if self.archive is None:
@@ -179,6 +181,9 @@ class Search:
         bits = [list(groups[key][0]) for key in missing]
         results = {}
         for key, record in zip(missing, self.fidelity.evaluate(self.context(), bits)):
+            output = record.pop("output", None)
+            if output is not None and record["error"] is None:
+                self.fit_outputs.offer(key, record["fitness"][0], output)
             record["generation"] = self.generation
             if record_failure(record) == MACHINE:
                 self.failed[key] = record

@@ -104,7 +104,7 @@ def test_machine_failures_in_a_cache_file_of_an_older_version_are_not_used(tmp_p
     from .helpers import evaluator_for
     from .test_tasks import make_task
 
-    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3)
+    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3, search_fits=0)
     legacy = evaluator.legacy_context()
     good = evaluator.record(evaluator.spec.encode(classical_dip(3)))
     oom = {**good, "key": "0" * 20, "fitness": [0.0], "error": "RuntimeError: CUDA out of memory"}
@@ -137,7 +137,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "2", "--iterations", "30",
+SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "2", "--iterations", "15",
         "--mutation", "flip-bit:indpb=0.1", "--mutpb", "1.0", "--seed", "4", "--quiet"]
 
 
@@ -336,7 +336,7 @@ def test_resume_on_another_kind_of_device_says_so(tmp_path):
     from .helpers import evaluator_for
     from .test_tasks import make_task
 
-    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3)
+    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3, search_fits=0)
     with pytest.raises(UserError, match="its fits ran on cuda.*--device cuda"):
         check_context({"context": "other", "cache": {"k": {"device": "cuda:0"}}}, evaluator, tmp_path)
     with pytest.raises(UserError, match="was an input image changed"):

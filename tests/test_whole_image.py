@@ -162,3 +162,75 @@ def test_blind_final_fits_can_be_scored_on_held_out_pixels(tiny_image):
     assert all("heldout_psnr" in m for m in held.members)
     assert held.metrics["heldout_psnr"] != held.members[0]["heldout_psnr"]
     assert not torch.equal(plain.image, held.image)
+
+
+# -- the search's own fits, averaged into the restoration ------------------------------------------
+def test_search_fits_keep_the_best_and_the_chosen_prefix_scores_best():
+    from nasdip_deap.restoration import SearchFits, choose_search_fits
+
+    pool = SearchFits(2)
+    low, mid, high = (torch.full((1, 2, 2), v) for v in (0.1, 0.5, 0.9))
+    pool.offer("low", 10.0, low)
+    pool.offer("mid", 12.0, mid)
+    pool.offer("high", 11.0, high)
+    pool.offer("failed", float("nan"), low)
+    assert [key for key, _, _ in pool.ranked()] == ["mid", "high"]  # the worst and the unscored are dropped
+
+    def closeness(target):
+        return lambda image: -float((image - target).abs().mean())
+
+    assert [k for k, _, _ in choose_search_fits(pool.ranked(), closeness(0.7))] == ["mid", "high"]  # mean 0.7
+    assert [k for k, _, _ in choose_search_fits(pool.ranked(), closeness(0.5))] == ["mid"]
+    assert choose_search_fits([], closeness(0.5)) == []
+    off = SearchFits(0)
+    off.offer("mid", 12.0, mid)
+    assert off.ranked() == []
+
+
+def test_a_whole_image_search_averages_its_best_fits_into_the_restoration(tiny_image):
+    task = make_task("denoise", tiny_image)
+    search = tiny_search(task, levels=3, generations=1, fitness="blind")
+    search.run()
+    result = nasdip_deap.SearchResult(search, nasdip_deap.SearchConfig(fitness="blind"), task)
+    kept = search.fit_outputs.ranked()
+    scored = {k: r["fitness"][0] for k, r in search.cache.items() if r["error"] is None}
+    assert len(kept) == min(16, len(scored)) >= 4
+    assert all(scored[key] == quality and out.shape == task.clean.shape for key, quality, out in kept)
+    chosen = result.chosen_search_fits()
+    assert 1 <= len(chosen) and [k for k, _, _ in chosen] == [k for k, _, _ in kept[:len(chosen)]]
+    prefix_scores = [search.evaluator.score_image(torch.stack([o for _, _, o in kept[:m]]).mean(0))
+                     for m in range(1, len(kept) + 1)]
+    assert prefix_scores[len(chosen) - 1] == max(prefix_scores)
+
+    pooled = result.restore(iterations=5, ensemble=2)
+    alone = result.restore(iterations=5, ensemble=2, search_fits=False)
+    expected = (alone.image * 2 + sum(o for _, _, o in chosen)) / (2 + len(chosen))
+    assert torch.allclose(pooled.image, expected, atol=1e-6)
+    assert [f["key"] for f in pooled.summary()["search_fits"]] == [k for k, _, _ in chosen]
+    assert pooled.final_fits["psnr"] == pytest.approx(alone.metrics["psnr"])
+    assert alone.search_fits == [] and pooled.metrics["psnr"] != alone.metrics["psnr"]
+    other = result.restore(iterations=5, architecture=classical_dip(3))  # another architecture: its fits only
+    assert other.search_fits == []
+
+
+def test_candidates_scored_on_a_proxy_add_no_search_fits():
+    task = make_task("denoise", picture(64, 64))
+    search = tiny_search(task, levels=3, population=2, generations=0, proxy="downscale:size=32")
+    search.run()
+    assert search.fit_outputs.ranked() == [] and search.cache
+    off = tiny_search(make_task("denoise", picture(32, 32)), levels=3, population=2, generations=0, search_fits=0)
+    off.run()
+    assert off.fit_outputs.ranked() == [] and off.cache
+
+
+def test_search_fits_survive_a_checkpoint(tiny_image):
+    from nasdip_deap import checkpoint
+
+    task = make_task("denoise", tiny_image)
+    search = tiny_search(task, levels=3, population=3, generations=0)
+    search.run()
+    fresh = tiny_search(task, levels=3, population=3, generations=0)
+    checkpoint.restore(fresh, checkpoint.capture(search, {}), rng=False)
+    before, after = search.fit_outputs.ranked(), fresh.fit_outputs.ranked()
+    assert [(k, q) for k, q, _ in after] == [(k, q) for k, q, _ in before] and len(after) == 3
+    assert all(torch.equal(a, b) for (_, _, a), (_, _, b) in zip(before, after))
