@@ -90,3 +90,18 @@ def install_plugin(tmp_path_factory):
         return target
 
     return install
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the groups into node ids
+def pytest_collection_modifyitems(config, items):
+    """Tests that share a module-scoped fixture (often a whole search run) go to one xdist worker
+    (``--dist loadgroup``), so that the fixture is built once rather than once per worker."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        if info is None or item.get_closest_marker("xdist_group") is not None:
+            continue
+        for name in info.names_closure:
+            definitions = info.name2fixturedefs.get(name)
+            if definitions and definitions[-1].scope == "module":
+                item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{name}"))
+                break

@@ -19,8 +19,8 @@ def task(tiny_image):
 
 @pytest.fixture
 def run(task):
-    return searched(task, population=4, generations=1, iterations=12, fitness="blind", seed=3,
-                               device="cpu", finalists=2, finalist_repeats=2)
+    return searched(task, levels=3, population=4, generations=1, iterations=12, fitness="blind", seed=3,
+                    device="cpu", finalists=2, finalist_repeats=2)
 
 
 def test_finalists_are_refitted_and_counted(run):

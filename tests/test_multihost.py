@@ -23,7 +23,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost"),  # fixed n
               pytest.mark.skipif(REASON is not None, reason=f"multi-host SCOOP test skipped: {REASON}")]
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
-TINY = ["--crop", "32", "--population", "8", "--generations", "1", "--iterations", "20", "--seed", "5", "--quiet"]
+TINY = ["--crop", "32", "--levels", "3", "--population", "8", "--generations", "1", "--iterations", "20", "--seed", "5",
+        "--quiet"]
 RUN_TIMEOUT = 600
 
 
