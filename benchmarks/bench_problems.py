@@ -68,10 +68,10 @@ def make_task(task_name: str, image: str, size: int, seed: int):
     return cls.from_clean(clean, {"mask_pattern": "text"}, degrade_seed)
 
 
-def classical_for(task_name: str):
+def classical_for(task_name: str, levels: int = 5):
     """Classical DIP with the reference notebooks' settings for the task (reg-noise 1/30 for
-    denoising, 0.03 for super-resolution and inpainting; lr 0.01; skip 128/128/4)."""
-    arch = classical_dip()
+    denoising, 0.03 for super-resolution and inpainting; lr 0.01; skip 128/128/4; 5 levels)."""
+    arch = classical_dip(levels)
     return arch if task_name == "denoise" else dataclasses.replace(arch, reg_noise_std=0.03)
 
 

@@ -48,12 +48,12 @@ def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = F
             "ssim_std": statistics.pstdev(ssim), "fit_iterations": iterations, "ensemble": ensemble, "runs": rows}
 
 
-def equal_compute(task_name: str, task, work: float, budget: int, seed: int, device: str) -> dict:
+def equal_compute(task_name: str, task, work: float, budget: int, seed: int, device: str, levels: int = 5) -> dict:
     """Classical DIP given the search's compute: the average of K fits, K = the search's whole-image
     iterations (search fits, re-fits and its final fits) over the per-fit budget."""
     k = max(1, round(work / budget))
     runner = RestoreConfig(device=device).runner()
-    restoration = restore(classical_for(task_name), task, runner, budget, run_seed=seed, ensemble=k)
+    restoration = restore(classical_for(task_name, levels), task, runner, budget, run_seed=seed, ensemble=k)
     return {"psnr": restoration.metrics["psnr"], "ssim": restoration.metrics["ssim"], "k": k,
             "iterations": k * budget, "work": round(work)}
 
@@ -70,10 +70,11 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
     started = time.perf_counter()
     budget = args.final_iterations or args.iterations
     if part == "classical":
-        result = final_fits(classical_for(task_name), task, budget, args.seeds, args.device)
+        result = final_fits(classical_for(task_name, args.levels), task, budget, args.seeds, args.device)
     else:
         found = nasdip_deap.search(task, population=args.population, generations=args.generations,
                                    iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
+                                   levels=args.levels,
                                    fidelity=args.fidelity, early_stop=args.early_stop,
                                    evolve_iterations=args.evolve_iterations, init_spread=args.init_spread,
                                    finalists=args.finalists, finalist_repeats=args.finalist_repeats, proxy="none",
@@ -90,7 +91,8 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
                   "fits": run.totals.fits, "iterations": run.totals.iterations, "pixel_steps": run.totals.pixel_steps,
                   "search_seconds": search_seconds,
                   "candidates": candidate_summary(run),
-                  "equal_compute": equal_compute(task_name, task, work, budget, args.seed, args.device)}
+                  "equal_compute": equal_compute(task_name, task, work, budget, args.seed, args.device,
+                                                 args.levels)}
     result["seconds"] = time.perf_counter() - started
     return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
 
@@ -184,6 +186,7 @@ def parse_args(argv=None):
                    help="explicit (task, image) cells instead of every task on every image, e.g. inpaint:kate.png; "
                         "an image name without a folder is looked up in the data folder")
     p.add_argument("--size", type=int, default=64, help="centre crop in pixels (0 = full size)")
+    p.add_argument("--levels", type=positive_int, default=5, help="encoder-decoder levels (default 5, DIP's)")
     p.add_argument("--population", type=int, default=8)
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--iterations", type=int, default=1000,

@@ -19,7 +19,8 @@ def quality():
 
 def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
-    rows = quality.main(["--images", str(image), "--size", "32", "--population", "2", "--generations", "1",
+    rows = quality.main(["--images", str(image), "--size", "32", "--levels", "3", "--population", "2",
+                         "--generations", "1",
                          "--iterations", "4", "--final-iterations", "4", "--seeds", "2", "--also-reference",
                          "--device", "cpu", "--out", str(tmp_path / "q")])
     assert [r["task"] for r in rows] == ["denoise", "inpaint", "super-resolution"]
@@ -57,7 +58,8 @@ def test_cells_run_side_by_side_and_keep_the_table(tmp_path, write_png, tiny_ima
     image = write_png("tiny.png", tiny_image)
     out = tmp_path / "q"
     done = subprocess.run([sys.executable, str(SCRIPT), "--images", str(image), "--tasks", "denoise", "inpaint",
-                           "--size", "32", "--population", "2", "--generations", "1", "--iterations", "8",
+                           "--size", "32", "--levels", "3", "--population", "2", "--generations", "1",
+                           "--iterations", "8",
                            "--seeds", "1", "--device", "cpu", "--jobs", "2", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -86,7 +88,7 @@ def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, ti
 
 def test_finalists_are_refitted_in_the_table(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
-    common = ["--cells", f"denoise:{image}", "--size", "32", "--population", "3", "--generations", "1",
+    common = ["--cells", f"denoise:{image}", "--size", "32", "--levels", "3", "--population", "3", "--generations", "1",
               "--iterations", "4", "--seeds", "1", "--device", "cpu"]
     plain = quality.main(common + ["--out", str(tmp_path / "plain")])[0]["blind"]
     refit = quality.main(common + ["--finalists", "2", "--finalist-repeats", "1", "--out", str(tmp_path / "f")])
