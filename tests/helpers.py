@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from nasdip_deap.compose import SearchConfig, build_search
 
-TINY_SEARCH = {"iterations": 10, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none"}
+TINY_SEARCH = {"iterations": 10, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none",
+               "levels": 3}
 
 
 def tiny_config(**overrides) -> SearchConfig:

@@ -251,8 +251,8 @@ def test_list_shows_every_registered_entry(capsys):
 def test_init_spread_starts_near_classical_dip(tiny_task):
     """--init-spread P: the first population is classical DIP and its mutants (about P of the bits
     flipped), reproducibly per seed; without it, random genomes as in the paper."""
-    spec = GenomeSpec()
-    classical = spec.encode(classical_dip())
+    spec = GenomeSpec(levels=3)  # the tiny search's
+    classical = spec.encode(classical_dip(3))
 
     def first_population(spread, seed=0):
         run = tiny_search(tiny_task, "ga", population=8, seed=seed)

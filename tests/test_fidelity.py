@@ -149,7 +149,7 @@ def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the
     assert patience_for(make_fidelity("adaptive"), 7) == 7 and patience_for(make_fidelity("full"), None) is None
     out = tmp_path / "run"
     proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "100",
-               "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
+               "--levels", "3", "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["fitness"]["settings"]["early_stop"] == AdaptiveFidelity.default_patience
