@@ -28,8 +28,8 @@ def test_halving_budgets_and_parsing():
 
 
 def test_halving_search_accounts_every_rung(task):
-    run = searched(task, population=6, generations=1, iterations=18, fitness="blind", seed=1,
-                              device="cpu", fidelity="halving:eta=3,rungs=3")
+    run = searched(task, levels=3, population=6, generations=1, iterations=18, fitness="blind", seed=1,
+                   device="cpu", fidelity="halving:eta=3,rungs=3")
     records = list(run.cache.values())
     rungs = [r["fidelity"]["rung"] for r in records]
     assert max(rungs) == 2 and min(rungs) == 0  # some candidates stopped at the cheap rung
@@ -69,8 +69,8 @@ def test_curve_stopper_compares_with_reference():
 
 
 def test_early_stop_ends_fits_and_records_it(task):
-    run = searched(task, population=3, generations=0, iterations=200, fitness="blind", seed=2,
-                              device="cpu", early_stop=1, seed_classical=False)
+    run = searched(task, levels=3, population=3, generations=0, iterations=200, fitness="blind", seed=2,
+                   device="cpu", early_stop=1, seed_classical=False)
     records = list(run.cache.values())
     assert any(r["stopped_early"] and r["iterations"] < 200 for r in records)
     assert all(r["curve"] and r["curve"][-1][0] == r["iterations"] for r in records if not r["error"])
@@ -93,8 +93,8 @@ def test_candidates_cut_at_a_cheap_rung_rank_below_full_budget_ones():
 
 
 def test_halving_best_reached_the_full_budget(task):
-    run = searched(task, population=6, generations=2, iterations=18, fitness="blind", seed=3,
-                              device="cpu", fidelity="halving:eta=3,rungs=3")
+    run = searched(task, levels=3, population=6, generations=2, iterations=18, fitness="blind", seed=3,
+                   device="cpu", fidelity="halving:eta=3,rungs=3")
     best = run.record_for(run.best())
     assert best["fidelity"]["rung"] == 2 and best["iterations"] == 18
     for ind in run.population:
@@ -107,8 +107,8 @@ def test_halving_best_reached_the_full_budget(task):
 def test_every_fidelity_keeps_the_search_correct(task, name):
     """Registry-driven: each fidelity scores every candidate, and its compute adds up per candidate and
     per generation."""
-    run = searched(task, population=4, generations=1, iterations=12, fitness="blind", seed=4,
-                              device="cpu", fidelity=name)
+    run = searched(task, levels=3, population=4, generations=1, iterations=12, fitness="blind", seed=4,
+                   device="cpu", fidelity=name)
     assert all(ind.fitness.valid for ind in run.population)
     records = list(run.cache.values())
     assert run.totals.fits == sum(r["spent"]["fits"] for r in records)

@@ -415,7 +415,7 @@ def test_psnr_history_uses_the_tasks_own_psnr(tiny_image):
 
     clean = torch.nn.functional.interpolate(tiny_image[None], size=(64, 64), mode="bilinear")[0]
     task = TASKS.get("super-resolution").from_clean(clean, {"scale": 4}, seed=0)
-    result = fit(classical_dip(), task, 20, device="cpu", seed=0)
+    result = fit(classical_dip(3), task, 20, device="cpu", seed=0)
     assert result.psnr_history[-1][0] == 20
     assert abs(result.psnr_history[-1][1] - result.metrics["psnr"]) < 0.05
     assert abs(result.metrics["psnr"] - result.metrics["psnr_rgb"]) > 0.05  # the measures do differ
