@@ -19,7 +19,7 @@ from nasdip_deap.tasks import Denoise
 
 from .helpers import tiny_search as build_tiny
 
-TINY = ["--crop", "32", "--iterations", "10"]
+TINY = ["--crop", "32", "--levels", "3", "--iterations", "10"]
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ def test_cli_nsga2_writes_a_pareto_front(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     front = json.loads((out / "pareto_front.json").read_text())
     assert len(front) >= 2
-    spec = GenomeSpec()
+    spec = GenomeSpec(levels=3)
     for entry in front:
         assert set(entry["objectives"]) == {"quality", "parameters"}
         assert entry["fitness"] == [entry["objectives"]["quality"], entry["objectives"]["parameters"]]

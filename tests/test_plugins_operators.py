@@ -23,7 +23,8 @@ def cli():
     return run_cli
 
 PLUGIN = Path(__file__).parent / "plugins" / "nasdip_demo_ops"
-TINY = ["--crop", "32", "--iterations", "10", "--population", "4", "--generations", "1", "--no-classical-seed"]
+TINY = ["--crop", "32", "--levels", "3", "--iterations", "10", "--population", "4", "--generations", "1",
+        "--no-classical-seed"]
 
 
 def records_of_generation(run_dir: Path, generation: int) -> list[dict]:

@@ -72,7 +72,7 @@ def test_plugin_task_is_listed_with_its_options(cli, jpeg_site):
 
 def test_search_with_the_plugin_task(cli, jpeg_site, tmp_path):
     out = tmp_path / "run"
-    done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "32", "--population", "3",
+    done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "32", "--levels", "3", "--population", "3",
                "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet",
                env=pythonpath(jpeg_site))
     assert done.returncode == 0, done.stderr
