@@ -96,7 +96,9 @@ class SearchResult:
             steps, exact = self.final_iterations()
             iterations = steps if exact else arch.iterations_within(steps)
         ensemble = self.config.ensemble if ensemble is None else ensemble
-        pooled = self.chosen_search_fits() if (architecture is None if search_fits is None else search_fits) else []
+        if search_fits is None:
+            search_fits = architecture is None
+        pooled = self.chosen_search_fits() if search_fits else []
         fits = functools.partial(restore_fits, arch, self.task, self.search.evaluator.runner, iterations,
                                  run_seed=self.config.seed, ensemble=ensemble, holdout=self.final_holdout(),
                                  search_fits=pooled)

@@ -216,9 +216,12 @@ def classical_baseline(result: SearchResult, args, run_dir: Path, best_arch: Arc
     the best's final fit. None when the run never scored it."""
     run = result.search
     arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
-    if arch == best_arch:  # its final fits alone, without the search fits averaged in
+    if arch == best_arch:
+        if not best_final.get("search_fits"):
+            return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
+        # restored.png also averages search fits in: the baseline is the final fits alone, without a picture
         own = {k: v for k, v in best_final.items() if k not in ("search_fits", "final_fits")}
-        return {**own, **(best_final.get("final_fits") or {}), "label": "classical DIP",
+        return {**own, **best_final["final_fits"], "picture": None, "label": "classical DIP",
                 "source": "final fit (it is the best found)"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
     if getattr(args, "baseline_fit", False):

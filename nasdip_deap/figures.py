@@ -117,13 +117,15 @@ def strip_panels(run: Run, baseline: dict | None) -> list[dict]:
     panels = [{"title": "degraded input", "picture": run.picture("degraded.png"), "metrics": degraded}]
     if baseline:
         picture = run.picture(baseline["picture"]) if baseline.get("picture") else None
-        note = None if picture else "picture not kept:\nscore of its search fit\n(--baseline-fit draws it)"
+        kept = "score of its search fit\n(--baseline-fit draws it)" if baseline.get("source") == "search fit" \
+            else "score of its final fits\nwithout the search fits"
+        note = None if picture else f"picture not kept:\n{kept}"
         panels.append({"title": f"classical DIP ({baseline.get('source', '')})", "picture": picture,
                        "metrics": baseline, "note": note})
     final = (run.best or {}).get("final")
     if final is not None:
-        panels.append({"title": "best found (final fit)", "picture": run.picture(final.get("picture", "restored.png")),
-                       "metrics": final})
+        panels.append({"title": "best found (restoration)",
+                       "picture": run.picture(final.get("picture", "restored.png")), "metrics": final})
     if run.picture("clean.png"):
         panels.append({"title": "ground truth", "picture": run.picture("clean.png"), "metrics": {}})
     return panels

@@ -212,6 +212,16 @@ def test_a_whole_image_search_averages_its_best_fits_into_the_restoration(tiny_i
     other = result.restore(iterations=5, architecture=classical_dip(3))  # another architecture: its fits only
     assert other.search_fits == []
 
+    from types import SimpleNamespace
+
+    from nasdip_deap.commands import classical_baseline
+
+    classical = search.spec.decode(search.spec.encode(classical_dip(3)))
+    final = {"label": "best found", "picture": "restored.png", **pooled.summary()}
+    baseline = classical_baseline(result, SimpleNamespace(), None, classical, final, map)
+    assert baseline["psnr"] == pytest.approx(alone.metrics["psnr"]) and baseline["picture"] is None
+    assert "search_fits" not in baseline  # the best's own final fits, without the search fits averaged in
+
 
 def test_candidates_scored_on_a_proxy_add_no_search_fits():
     task = make_task("denoise", picture(64, 64))
