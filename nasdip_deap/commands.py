@@ -82,9 +82,10 @@ def save_restoration(restoration: Restoration, run_dir: Path, label: str, pictur
 
 def print_quality(label: str, summary: dict, degraded: dict) -> None:
     pooled = len(summary.get("search_fits") or ())
-    ensemble = f" (average of {summary['ensemble']} fits)" if summary.get("ensemble", 1) > 1 else ""
     if pooled:
         ensemble = f" (average of {summary['ensemble']} final fits and {pooled} search fits)"
+    else:
+        ensemble = f" (average of {summary['ensemble']} fits)" if summary.get("ensemble", 1) > 1 else ""
     if "psnr" in summary:
         base = f" (degraded {degraded['psnr']:.2f} dB)" if "psnr" in degraded else ""
         print(f"{label}{ensemble}: PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.4f}{base}")
@@ -183,10 +184,11 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     steps, exact = result.final_iterations()
     iterations = steps if exact else arch.iterations_within(steps)
     h, w = result.task.output_size
-    pooled = result.chosen_search_fits()
-    log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image%s", config.ensemble,
-             iterations, w, h, f", averaged with the {len(pooled)} best search fits" if pooled else "")
+    log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image", config.ensemble,
+             iterations, w, h)
     restoration = result.restore(iterations=iterations, map_fn=map_fn)
+    if restoration.search_fits:
+        log.info("the final fits are averaged with the %d best search fits", len(restoration.search_fits))
     final = save_restoration(restoration, run_dir, "best found", "restored.png")
     totals = run.totals
     log.info("compute: %d fits, %d DIP iterations, %.1f fit seconds, %d cache hits, %d duplicates, %d varied again, "
@@ -217,12 +219,10 @@ def classical_baseline(result: SearchResult, args, run_dir: Path, best_arch: Arc
     run = result.search
     arch = run.spec.decode(run.spec.encode(classical_dip(run.spec.levels)))  # as the genome encodes it
     if arch == best_arch:
-        if not best_final.get("search_fits"):
-            return {**best_final, "label": "classical DIP", "source": "final fit (it is the best found)"}
-        # restored.png also averages search fits in: the baseline is the final fits alone, without a picture
         own = {k: v for k, v in best_final.items() if k not in ("search_fits", "final_fits")}
-        return {**own, **best_final["final_fits"], "picture": None, "label": "classical DIP",
-                "source": "final fit (it is the best found)"}
+        if best_final.get("search_fits"):  # restored.png averages search fits in too: the final fits' own scores
+            own.update(best_final["final_fits"], picture=None)
+        return {**own, "label": "classical DIP", "source": "final fit (it is the best found)"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
     if getattr(args, "baseline_fit", False):
         restoration = result.restore(architecture=arch, iterations=best_final["iterations"], map_fn=map_fn)

@@ -89,6 +89,11 @@ def replicate_parts(replicate: int) -> tuple:
     return ("replicate", replicate) if replicate else ()
 
 
+def heldout_psnr(task, image: torch.Tensor, holdout: torch.Tensor) -> float:
+    """PSNR of a (C, H, W) restoration, degraded by the task, against the observation on the held-out pixels."""
+    return metrics.psnr(task.forward(image.unsqueeze(0)), task.observation.unsqueeze(0), holdout.unsqueeze(0))
+
+
 def make_holdout(task, fraction: float, seed: int, replicate: int = 0, problem: int = 0) -> torch.Tensor:
     """A random (1, h, w) mask over ``fraction`` of the task's observed pixels, fixed for the whole run
     so that every architecture is scored on the same held-out pixels (``replicate`` > 0: another
@@ -213,8 +218,7 @@ class Evaluator:
         PSNR on the held-out pixels (blind) or against the clean image (reference)."""
         task = self.problems[0]
         if self.settings.mode == "blind":
-            return metrics.psnr(task.forward(image.unsqueeze(0)), task.observation.unsqueeze(0),
-                                self.holdouts[0].unsqueeze(0))
+            return heldout_psnr(task, image, self.holdouts[0])
         return task.quality(image, task.clean)["psnr"]
 
     def cache_key(self, arch_key: str) -> str:

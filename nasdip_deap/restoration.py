@@ -23,9 +23,9 @@ from typing import Callable
 
 import torch
 
-from . import metrics
 from .architecture import Architecture
 from .engine import FitResult, resolve_device
+from .fitness import heldout_psnr
 from .memory import require_memory
 from .runner import FitRunner, fit_seed
 from .workers import current_worker
@@ -135,6 +135,5 @@ def _scores(image: torch.Tensor, task, holdout) -> dict:
     if task.clean is not None:
         scores.update(task.quality(image, task.clean))
     if holdout is not None:
-        scores["heldout_psnr"] = metrics.psnr(task.forward(image.unsqueeze(0)), task.observation.unsqueeze(0),
-                                              holdout.unsqueeze(0))
+        scores["heldout_psnr"] = heldout_psnr(task, image, holdout)
     return scores
