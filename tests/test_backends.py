@@ -19,7 +19,7 @@ from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
 from nasdip_deap.workers import bind_gpu, torch_threads
 from tests import backend_helpers as helpers
-from tests.conftest import REPO, run_cli, run_main
+from tests.conftest import REPO, run_main
 from tests.helpers import evaluator_for, tiny_search as build_tiny
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
