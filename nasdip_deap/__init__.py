@@ -5,18 +5,49 @@
     result = nd.search(task, population=8, generations=3)
     restored = result.restore(ensemble=2)
 """
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.2.0"
 
-from .api import FrontEntry, SearchResult, baseline, make_task, restore, search
-from .architecture import Architecture, DecoderBlock, EncoderBlock, Skip
-from .compose import RestoreConfig, SearchConfig, build_search
-from .engine import EngineOptions, FitResult, fit
-from .genome import DEFAULT_SPEC, GenomeSpec, classical_dip, decode, encode
-from .image_io import example_image, load_image, save_image
-from .network import build_network, count_parameters
-from .restoration import Restoration
+# Public name -> the module that defines it. Loaded on first use, so that processes which only need
+# the package's torch-free parts (spawned workers before their first fit, the argument parser) start
+# without importing torch. No submodule shares a name with an export, so an attribute is never
+# shadowed by a submodule import.
+_EXPORTS = {
+    "search": "api", "restore": "api", "baseline": "api", "make_task": "api", "SearchResult": "api",
+    "FrontEntry": "api", "Restoration": "restoration", "SearchConfig": "compose", "RestoreConfig": "compose",
+    "build_search": "compose", "EngineOptions": "engine", "FitResult": "engine", "fit": "engine",
+    "Architecture": "architecture", "EncoderBlock": "architecture", "DecoderBlock": "architecture",
+    "Skip": "architecture", "GenomeSpec": "genome", "DEFAULT_SPEC": "genome", "classical_dip": "genome",
+    "decode": "genome", "encode": "genome", "build_network": "network", "count_parameters": "network",
+    "example_image": "image_io", "load_image": "image_io", "save_image": "image_io",
+}
 
-__all__ = ["search", "restore", "baseline", "make_task", "fit", "SearchResult", "FrontEntry", "Restoration",
-           "SearchConfig", "RestoreConfig", "build_search", "EngineOptions", "FitResult", "Architecture",
-           "EncoderBlock", "DecoderBlock", "Skip", "GenomeSpec", "DEFAULT_SPEC", "classical_dip", "decode", "encode",
-           "build_network", "count_parameters", "example_image", "load_image", "save_image", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+if TYPE_CHECKING:
+    from .api import FrontEntry, SearchResult, baseline, make_task, restore, search
+    from .architecture import Architecture, DecoderBlock, EncoderBlock, Skip
+    from .compose import RestoreConfig, SearchConfig, build_search
+    from .engine import EngineOptions, FitResult, fit
+    from .genome import DEFAULT_SPEC, GenomeSpec, classical_dip, decode, encode
+    from .image_io import example_image, load_image, save_image
+    from .network import build_network, count_parameters
+    from .restoration import Restoration

@@ -34,6 +34,20 @@ def test_fit_and_search_stay_functions_whatever_is_imported():
 
     assert fit is nasdip_deap.engine.fit and callable(fit) and not isinstance(fit, type(nasdip_deap))
     assert search is nasdip_deap.api.search and callable(search)
+    assert all(getattr(nasdip_deap, name) is not None for name in nasdip_deap.__all__)
+    assert set(nasdip_deap.__all__) <= set(dir(nasdip_deap))
+
+
+def test_workers_and_the_parser_start_without_torch():
+    """A spawned worker imports the package and the backends before its first task; torch comes with
+    the first fit, not with the package."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nasdip_deap, nasdip_deap.backends, nasdip_deap.cli; "
+            "print('torch' in sys.modules, nasdip_deap.__version__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", nasdip_deap.__version__]
 
 
 def test_the_parameter_objective_counts_the_network_that_was_trained(tiny_image):
