@@ -54,8 +54,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, device, n: int) -> float:
-    for _ in range(5):  # includes a CUDA graph's capture at step 4
+def time_steps(step, device, n: int, warmup: int = 5) -> float:
+    for _ in range(warmup):  # 5 includes a CUDA graph's capture at step 4
         step()
     sync(device)
     times = []
@@ -99,7 +99,7 @@ def step_times(args, device, size: int) -> None:
                                                                       channels_last=True))]
     for label, options in variants:
         trainer = Trainer(classical_dip(), task, device, seed=0, options=options)
-        rows.append((label, time_steps(trainer.step, device, args.steps)))
+        rows.append((label, time_steps(trainer.step, device, args.steps, args.warmup)))
     if args.compile and size == args.size:
         try:
             rows += compiled_row(task, device, args.steps)
@@ -127,7 +127,7 @@ def step_times(args, device, size: int) -> None:
             opt.step()
 
         try:
-            rows.append(("reference (core loop)", time_steps(ref_step, device, args.steps)))
+            rows.append(("reference (core loop)", time_steps(ref_step, device, args.steps, args.warmup)))
         except RuntimeError as error:  # the reference cannot build every size (e.g. 32 px at 5 levels)
             print(f"reference row skipped at {size} px: {str(error).splitlines()[0]}")
     base = rows[0][1]
@@ -275,13 +275,15 @@ def size_pair(text: str) -> tuple[int, int]:
     return pair
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--size", type=positive_int, default=256, help="image side for the PSNR and concurrency parts")
     parser.add_argument("--step-sizes", type=positive_int, nargs="+", default=[64, 128, 256], help="sides for step times")
     parser.add_argument("--compile", action="store_true", help="add a torch.compile row at --size")
     parser.add_argument("--steps", type=positive_int, default=30, help="timed steps per row")
+    parser.add_argument("--warmup", type=positive_int, default=5,
+                        help="untimed steps before them (on CUDA at least 5: a CUDA graph is captured at step 4)")
     parser.add_argument("--iterations", type=positive_int, default=1000, help="iterations per fit")
     parser.add_argument("--seeds", type=positive_int, default=2)
     parser.add_argument("--fits", type=positive_int, default=2, help="fits per process in the concurrency test")
@@ -299,7 +301,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds of the process timing")
     parser.add_argument("--parts", nargs="+", default=["steps", "psnr", "concurrency", "large"],
                         choices=("steps", "psnr", "concurrency", "large", "process"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     smallest = min_image_size(5)  # the classical network's five levels
     if min([args.size, *args.step_sizes]) < smallest:
         parser.error(f"--size and --step-sizes must be >= {smallest} px for the classical network")
@@ -307,6 +309,8 @@ def main() -> None:
         device = torch.device(args.device)
     except RuntimeError as error:
         parser.error(f"--device {args.device!r}: {str(error).splitlines()[0]}")
+    if device.type == "cuda" and args.warmup < 5:
+        parser.error("--warmup must be >= 5 on CUDA, or the CUDA graph's capture would be timed")
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device here: run on a GPU machine, or pass --device cpu for a smoke test")
     if device.type == "cpu":

@@ -81,7 +81,7 @@ def run_search(task, spec, args, row: str) -> dict:
             "arch": arch.summary()}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default=None, help="clean image (default: F16 from ../shared/data, else astronaut)")
     parser.add_argument("--crop", type=int, default=64)
@@ -96,7 +96,7 @@ def main() -> None:
                         help="searches to run, FIDELITY[/es=PATIENCE] each, e.g. full adaptive full/es=4 "
                              "halving:eta=4; ratios are against the first row")
     parser.add_argument("--final-seeds", type=int, default=3, help="final fits of each best architecture (mean)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.final_seeds < 1:
         parser.error("--final-seeds must be >= 1")
     for row in args.rows:

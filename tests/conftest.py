@@ -24,12 +24,16 @@ def shared_data() -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_image() -> torch.Tensor:
+def make_tiny_image() -> torch.Tensor:
     """A 32x32 RGB image with structure (smooth gradients and an edge), deterministic."""
     y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
     img = torch.stack([x, y, ((x > 0.5) ^ (y > 0.5)).float() * 0.6 + 0.2])
     return img.clamp(0, 1)
+
+
+@pytest.fixture
+def tiny_image() -> torch.Tensor:
+    return make_tiny_image()
 
 
 @pytest.fixture

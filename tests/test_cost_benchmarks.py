@@ -1,20 +1,37 @@
-"""The search-cost scripts run on tiny settings, print their tables and refuse bad rows in one line."""
+"""The search-cost scripts run on tiny settings, print their tables and refuse bad rows in one line.
+They run in this process (``main(argv)``, conftest puts benchmarks/ on the path); the parts that
+use processes still spawn real ones."""
+import contextlib
+import importlib
+import io
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
 
 def run_script(name: str, *args: str, data: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "NASDIP_DATA": str(data)}  # no shared images: the embedded default image
-    return subprocess.run([sys.executable, str(BENCHMARKS / name), *args], capture_output=True, text=True,
-                          timeout=600, env=env)
+    """``python benchmarks/NAME ARGS`` with ``NASDIP_DATA=data`` (no shared images: the embedded
+    default image), run as ``main(ARGS)``: its exit code, stdout and stderr."""
+    module = importlib.import_module(name.removesuffix(".py"))
+    out, err = io.StringIO(), io.StringIO()
+    threads = torch.get_num_threads()  # the scripts fit with one thread, as a search does
+    try:
+        with mock.patch.dict(os.environ, {"NASDIP_DATA": str(data)}), contextlib.redirect_stdout(out), \
+                contextlib.redirect_stderr(err):
+            try:
+                code = module.main(list(args)) or 0
+            except SystemExit as exc:  # argparse's errors, and the scripts' own one-line exits
+                code = exc.code if isinstance(exc.code, int) else 2
+                if isinstance(exc.code, str):
+                    print(exc.code, file=err)
+    finally:
+        torch.set_num_threads(threads)
+    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
 
 
 def test_search_cost_prints_a_row_per_fidelity(tmp_path):
@@ -50,6 +67,7 @@ def test_gpu_report_runs_its_parts_on_the_cpu(tmp_path):
     processes, whole-photo sizes, the whole-process timing), smoke-tested on the CPU where the GPU-only
     options are no-ops."""
     proc = run_script("gpu_report.py", "--device", "cpu", "--size", "32", "--step-sizes", "32", "--steps", "2",
+                      "--warmup", "1",
                       "--iterations", "4", "--seeds", "1", "--concurrency", "1", "--fits", "1",
                       "--graph-modes", "0", "--concurrency-iterations", "2", "--large-sizes", "32x40",
                       "--large-iterations", "2", "--parts", "steps", "psnr", "concurrency", "large", "process",
@@ -72,7 +90,7 @@ def test_gpu_report_without_cuda_says_so(tmp_path):
 
 @pytest.mark.parametrize("args", [("--device", "cpu", "--size", "0"), ("--device", "cpu", "--step-sizes", "8"),
                                   ("--device", "cpu", "--concurrency-iterations", "0"), ("--device", "nope"),
-                                  ("--device", "cpu", "--steps", "x")])
+                                  ("--device", "cpu", "--steps", "x"), ("--device", "cuda", "--warmup", "2")])
 def test_gpu_report_refuses_bad_input_in_one_line(tmp_path, args):
     proc = run_script("gpu_report.py", *args, data=tmp_path)
     assert proc.returncode == 2 and "error:" in proc.stderr.splitlines()[-1] and "Traceback" not in proc.stderr

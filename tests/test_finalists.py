@@ -1,11 +1,13 @@
 """Re-fitting the finalists: the choice rests on mean scores, the re-fits are new draws, and every
 re-fit is counted and checkpointed."""
+import copy
 import json
 
 import pytest
 import torch
 
 from nasdip_deap import checkpoint
+from .conftest import make_tiny_image
 from .helpers import searched
 from nasdip_deap.errors import UserError
 from nasdip_deap.finalists import Finalists
@@ -17,10 +19,17 @@ def task(tiny_image):
     return TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, seed=0)
 
 
-@pytest.fixture
-def run(task):
+@pytest.fixture(scope="module")
+def finished():
+    task = TASKS.get("denoise").from_clean(make_tiny_image(), {"sigma": 25.0}, seed=0)
     return searched(task, levels=3, population=4, generations=1, iterations=12, fitness="blind", seed=3,
                     device="cpu", finalists=2, finalist_repeats=2)
+
+
+@pytest.fixture
+def run(finished):
+    """The finished search, copied: the tests change its records."""
+    return copy.deepcopy(finished)
 
 
 def test_finalists_are_refitted_and_counted(run):
