@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
@@ -41,13 +40,3 @@ def __getattr__(name: str):
 def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
-
-if TYPE_CHECKING:
-    from .api import FrontEntry, SearchResult, baseline, make_task, restore, search
-    from .architecture import Architecture, DecoderBlock, EncoderBlock, Skip
-    from .compose import RestoreConfig, SearchConfig, build_search
-    from .engine import EngineOptions, FitResult, fit
-    from .genome import DEFAULT_SPEC, GenomeSpec, classical_dip, decode, encode
-    from .image_io import example_image, load_image, save_image
-    from .network import build_network, count_parameters
-    from .restoration import Restoration
