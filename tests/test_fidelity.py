@@ -69,10 +69,10 @@ def test_curve_stopper_compares_with_reference():
 
 
 def test_early_stop_ends_fits_and_records_it(task):
-    run = searched(task, levels=3, population=3, generations=0, iterations=200, fitness="blind", seed=2,
+    run = searched(task, levels=3, population=3, generations=0, iterations=60, fitness="blind", seed=2,
                    device="cpu", early_stop=1, seed_classical=False)
     records = list(run.cache.values())
-    assert any(r["stopped_early"] and r["iterations"] < 200 for r in records)
+    assert any(r["stopped_early"] and r["iterations"] < 60 for r in records)
     assert all(r["curve"] and r["curve"][-1][0] == r["iterations"] for r in records if not r["error"])
 
 
@@ -124,10 +124,10 @@ def test_keep_best_returns_the_peak_of_the_held_out_curve(task):
     from nasdip_deap.fitness import make_holdout
     from nasdip_deap.genome import classical_dip
 
-    arch, holdout = classical_dip(5), make_holdout(task, 0.1, 0)
+    arch, holdout = classical_dip(3), make_holdout(task, 0.1, 0)
     with torch_threads(1):  # one thread: the CPU result is then the same for a given seed
-        last = fit(arch, task, 60, device="cpu", seed=1, holdout=holdout, log_every=3)
-        kept = fit(arch, task, 60, device="cpu", seed=1, holdout=holdout, log_every=3, keep_best=True)
+        last = fit(arch, task, 30, device="cpu", seed=1, holdout=holdout, log_every=3)
+        kept = fit(arch, task, 30, device="cpu", seed=1, holdout=holdout, log_every=3, keep_best=True)
     assert kept.heldout_history == last.heldout_history  # same fit, same seed
     best_step, best_held = max(kept.heldout_history, key=lambda p: p[1])
     assert kept.best_step == best_step and kept.metrics["heldout_psnr"] == best_held
@@ -148,7 +148,7 @@ def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the
     assert patience_for(make_fidelity("adaptive"), None) == AdaptiveFidelity.default_patience
     assert patience_for(make_fidelity("adaptive"), 7) == 7 and patience_for(make_fidelity("full"), None) is None
     out = tmp_path / "run"
-    proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "100",
+    proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "50",
                "--levels", "3", "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
