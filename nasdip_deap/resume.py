@@ -85,6 +85,8 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
     for name in ("quiet", "verbose", "device", "generations", "backend", "workers"):
         if name in given:
             merged[name] = getattr(args, name)
+    if "backend" in given and "workers" not in given:  # a saved worker count belongs to the saved backend
+        merged["workers"] = getattr(args, "workers", None)
     merged.update(cache=getattr(args, "cache", None), resume=str(run_dir), out=str(run_dir), force=True,
                   given_options=sorted(given))
     return argparse.Namespace(**merged), state
