@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from .conftest import run_main
+
 
 @pytest.fixture
 def cli():
@@ -61,20 +63,24 @@ def broken_site(install_plugin, tmp_path_factory) -> Path:
     return install_plugin(source)
 
 
-def test_plugin_task_is_listed_with_its_options(cli, jpeg_site):
-    listed = cli("list", env=pythonpath(jpeg_site))
-    assert listed.returncode == 0, listed.stderr
-    assert "jpeg" in listed.stdout and "JPEG" in listed.stdout
+def test_an_installed_plugin_task_adds_its_options_to_the_cli(cli, jpeg_site):
     usage = cli("search", "--help", env=pythonpath(jpeg_site))
-    assert "--jpeg-quality" in usage.stdout
-    assert "--jpeg-quality" not in cli("search", "--help").stdout, "only installed plugins add options"
+    assert usage.returncode == 0 and "--jpeg-quality" in usage.stdout
+    assert "--jpeg-quality" not in run_main("search", "--help").stdout, "only installed plugins add options"
 
 
-def test_search_with_the_plugin_task(cli, jpeg_site, tmp_path):
+def test_a_plugin_task_searches_beside_a_broken_plugin(cli, jpeg_site, broken_site, tmp_path):
+    """With a broken plugin installed too: it is listed with its error and refused by name, while the
+    working plugin's task lists, searches and checks its own option."""
+    env = pythonpath(jpeg_site, broken_site)
+    listed = cli("list", env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert "jpeg" in listed.stdout and "JPEG" in listed.stdout and "inpaint" in listed.stdout
+    assert "broken" in listed.stdout and "needs libfrobnicate" in listed.stdout
+    assert "'broken'" in listed.stderr and "ImportError" in listed.stderr  # the warning names plugin and error
     out = tmp_path / "run"
     done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "32", "--levels", "3", "--population", "3",
-               "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet",
-               env=pythonpath(jpeg_site))
+               "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     best = json.loads((out / "best.json").read_text())
     assert best["task"] == {"task": "jpeg", "jpeg_quality": 10}
@@ -83,21 +89,8 @@ def test_search_with_the_plugin_task(cli, jpeg_site, tmp_path):
     clean = np.asarray(Image.open(out / "clean.png"), dtype=float)
     assert degraded.shape == clean.shape == (32, 32, 3)
     assert 0 < np.abs(degraded - clean).mean() < 30, "JPEG at quality 10 changes the image, not beyond recognition"
-    bad = cli("baseline", "--task", "jpeg", "--jpeg-quality", "0", "--out", str(tmp_path / "bad"),
-              env=pythonpath(jpeg_site))
+    bad = cli("baseline", "--task", "jpeg", "--jpeg-quality", "0", "--out", str(tmp_path / "bad"), env=env)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("nasdip: error: --jpeg-quality")
-
-
-def test_a_broken_plugin_is_named_and_the_other_tasks_still_work(cli, jpeg_site, broken_site, tmp_path):
-    env = pythonpath(jpeg_site, broken_site)
-    listed = cli("list", env=env)
-    assert listed.returncode == 0, listed.stderr
-    assert "broken" in listed.stdout and "needs libfrobnicate" in listed.stdout
-    assert "jpeg" in listed.stdout and "inpaint" in listed.stdout
-    assert "'broken'" in listed.stderr and "ImportError" in listed.stderr  # the warning names plugin and error
-    done = cli("baseline", "--task", "jpeg", "--crop", "32", "--levels", "3", "--iterations", "2",
-               "--out", str(tmp_path / "ok"), "--quiet", env=env)
-    assert done.returncode == 0, done.stderr
     refused = cli("baseline", "--task", "broken", "--out", str(tmp_path / "no"), env=env)
     assert refused.returncode == 2
     last = refused.stderr.strip().splitlines()[-1]
