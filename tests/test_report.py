@@ -11,7 +11,7 @@ from PIL import Image
 
 from nasdip_deap.cli import main
 
-from .conftest import run_cli
+from .conftest import run_main
 
 TINY = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "2", "--iterations", "8",
         "--seed", "2", "--quiet"]
@@ -71,7 +71,7 @@ def check_page(run_dir: Path) -> Checker:
 @pytest.fixture(scope="module")
 def ga_run(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ga") / "run"
-    done = run_cli(*TINY, "--baseline-fit", "--out", str(out))
+    done = run_main(*TINY, "--baseline-fit", "--out", str(out))
     assert done.returncode == 0, done.stderr
     assert f"report: {out / 'report.html'}" in done.stdout
     return out
@@ -118,7 +118,7 @@ def test_report_of_an_unfinished_run(ga_run, tmp_path):
     for name in ("best.json", "report.html", "restored.png", "baseline.png"):
         (run / name).unlink()
     shutil.rmtree(run / "figures")
-    done = run_cli("report", str(run))
+    done = run_main("report", str(run))
     assert done.returncode == 0, done.stderr
     checker = check_page(run)
     assert "has not finished" in " ".join(checker.text)
@@ -126,7 +126,7 @@ def test_report_of_an_unfinished_run(ga_run, tmp_path):
 
 def test_multi_objective_blind_run_has_a_pareto_front(tmp_path):
     out = tmp_path / "nsga2"
-    done = run_cli(*TINY, "--algorithm", "nsga2", "--fitness", "blind", "--out", str(out))
+    done = run_main(*TINY, "--algorithm", "nsga2", "--fitness", "blind", "--out", str(out))
     assert done.returncode == 0, done.stderr
     checker = check_page(out)
     assert "figures/pareto.png" in checker.images
