@@ -16,7 +16,7 @@ def quality():
 
 def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
-    rows = quality.main(["--images", str(image), "--size", "32", "--levels", "3", "--population", "2",
+    rows = quality.main(["--images", str(image), "--size", "16", "--levels", "3", "--population", "2",
                          "--generations", "1",
                          "--iterations", "4", "--final-iterations", "4", "--seeds", "2", "--also-reference",
                          "--device", "cpu", "--out", str(tmp_path / "q")])
@@ -51,7 +51,7 @@ def test_cells_run_side_by_side_and_keep_the_table(quality, tmp_path, write_png,
     """--jobs runs cells in spawned processes; every finished cell lands in the saved table."""
     image = write_png("tiny.png", tiny_image)
     out = tmp_path / "q"
-    quality.main(["--images", str(image), "--tasks", "denoise", "inpaint", "--size", "32", "--levels", "3",
+    quality.main(["--images", str(image), "--tasks", "denoise", "inpaint", "--size", "16", "--levels", "3",
                   "--population", "2", "--generations", "1", "--iterations", "8", "--seeds", "1", "--device", "cpu",
                   "--jobs", "2", "--out", str(out)])
     saved = json.loads((out / "quality.json").read_text())
@@ -79,7 +79,7 @@ def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, ti
 
 def test_finalists_are_refitted_in_the_table(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
-    common = ["--cells", f"denoise:{image}", "--size", "32", "--levels", "3", "--population", "3", "--generations", "1",
+    common = ["--cells", f"denoise:{image}", "--size", "16", "--levels", "3", "--population", "3", "--generations", "1",
               "--iterations", "4", "--seeds", "1", "--device", "cpu"]
     plain = quality.main(common + ["--out", str(tmp_path / "plain")])[0]["blind"]
     refit = quality.main(common + ["--finalists", "2", "--finalist-repeats", "1", "--out", str(tmp_path / "f")])
