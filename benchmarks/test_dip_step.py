@@ -50,10 +50,10 @@ def reference_skip():
 @pytest.mark.parametrize("size", SIZES)
 def test_nasdip_step(benchmark, size):
     trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0)
-    for _ in range(2):
+    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
         trainer.step()
     benchmark(trainer.step)
-    assert trainer.steps >= 3 and torch.isfinite(trainer.average).all()
+    assert trainer.steps >= 1 and torch.isfinite(trainer.average).all()
 
 
 @pytest.mark.benchmark(group="dip-step-cpu-precision")
@@ -65,10 +65,10 @@ def test_nasdip_step_precision_and_layout(benchmark, size, variant):
     if options.precision == "bf16" and not cpu_bf16_accelerated():
         pytest.skip("this CPU has no native bf16 (AMX or AVX-512 BF16): oneDNN emulates it, many times slower")
     trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0, options=options)
-    for _ in range(2):
+    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
         trainer.step()
     benchmark(trainer.step)
-    assert trainer.steps >= 3 and torch.isfinite(trainer.average).all()
+    assert trainer.steps >= 1 and torch.isfinite(trainer.average).all()
 
 
 def reference_step(skip, size: int, notebook: bool):
@@ -112,7 +112,7 @@ def reference_step(skip, size: int, notebook: bool):
 @pytest.mark.parametrize("size", SIZES)
 def test_reference_step(benchmark, reference_skip, size, variant):
     step, state = reference_step(reference_skip, size, variant == "notebook")
-    for _ in range(2):
+    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
         step()
     benchmark(step)
     assert np.isfinite(float(step()))
