@@ -372,7 +372,7 @@ def test_options_are_checked_outside_the_cli_too(tiny_image):
 @pytest.mark.parametrize("name", TASK_NAMES)
 def test_search_restore_baseline_end_to_end(name, cli, tmp_path):
     search_dir = tmp_path / "search"
-    done = cli("search", "--task", name, "--crop", "32", "--population", "3", "--generations", "1",
+    done = cli("search", "--task", name, "--crop", "16", "--population", "3", "--generations", "1",
                "--iterations", "10", "--levels", "3", "--fitness", "blind", "--holdout", "0.2", "--seed", "1",
                "--out", str(search_dir), "--quiet")
     assert done.returncode == 0, done.stderr
@@ -382,16 +382,16 @@ def test_search_restore_baseline_end_to_end(name, cli, tmp_path):
     lines = [json.loads(line) for line in (search_dir / "evaluations.jsonl").read_text().splitlines()]
     fits = [rec for rec in lines if rec.get("metrics")]
     assert fits and all("heldout_psnr" in rec["metrics"] and "psnr" in rec["metrics"] for rec in fits)
-    assert Image.open(search_dir / "restored.png").size == (32, 32)
-    assert Image.open(search_dir / "degraded.png").size == (32, 32)
+    assert Image.open(search_dir / "restored.png").size == (16, 16)
+    assert Image.open(search_dir / "degraded.png").size == (16, 16)
     for command, extra in (("restore", ["--genome", str(search_dir / "best.json")]), ("baseline", [])):
         out = tmp_path / command
-        done = cli(command, "--task", name, "--crop", "32", "--iterations", "5", "--levels", "3", *extra,
+        done = cli(command, "--task", name, "--crop", "16", "--iterations", "5", "--levels", "3", *extra,
                    "--out", str(out), "--quiet")
         assert done.returncode == 0, done.stderr
         summary = json.loads((out / "summary.json").read_text())
         assert summary["task"]["task"] == name and np.isfinite(summary["result"]["psnr"])
-        assert Image.open(out / "restored.png").size == (32, 32)
+        assert Image.open(out / "restored.png").size == (16, 16)
 
 
 @pytest.mark.slow
