@@ -6,7 +6,7 @@ import torch
 
 from nasdip_deap.image_io import load_image
 
-TINY = ["--crop", "32", "--iterations", "15"]
+TINY = ["--crop", "16", "--iterations", "10"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def test_search_writes_the_run_folder(search_run):
     logbook = json.loads((out / "logbook.json").read_text())
     assert [row["gen"] for row in logbook] == [0, 1]
     assert {"quality_max", "quality_mean", "quality_min", "nevals", "seconds"} <= set(logbook[0])
-    assert load_image(out / "restored.png").shape == (3, 32, 32)
+    assert load_image(out / "restored.png").shape == (3, 16, 16)
     assert "PSNR" in proc.stdout
 
 
@@ -71,7 +71,7 @@ def test_baseline_is_classical_dip(tmp_path, cli, write_png, tiny_image):
 def test_same_seed_same_search(tmp_path, cli):
     runs = []
     for name in ("a", "b"):
-        proc = cli("search", *TINY, "--population", "3", "--generations", "1", "--seed", "5",
+        proc = cli("search", *TINY, "--levels", "3", "--population", "3", "--generations", "1", "--seed", "5",
                    "--no-classical-seed", "--out", str(tmp_path / name))
         assert proc.returncode == 0, proc.stderr
         runs.append(json.loads((tmp_path / name / "hall_of_fame.json").read_text()))
