@@ -19,17 +19,17 @@ from nasdip_deap.tasks import Denoise
 
 from .helpers import tiny_search as build_tiny
 
-TINY = ["--crop", "32", "--levels", "3", "--iterations", "10"]
+TINY = ["--crop", "16", "--levels", "3", "--iterations", "10"]
 
 
 @pytest.fixture
 def tiny_task(tiny_image):
-    return Denoise.from_clean(tiny_image, {"sigma": 25.0}, seed=1)
+    return Denoise.from_clean(tiny_image[:, 8:24, 8:24], {"sigma": 25.0}, seed=1)  # 16 px: 3 levels fit
 
 
 def tiny_search(task, algorithm_name: str, population: int = 4, generations: int = 2, seed: int = 0,
                 crossover: str = "gene-aware", mutation: str = "field-aware:indpb=0.1") -> Search:
-    """A real search: real Evaluator (10-iteration DIP fits on a 32 px denoise task), real DEAP loop."""
+    """A real search: real Evaluator (10-iteration DIP fits on a 16 px denoise task), real DEAP loop."""
     return build_tiny(task, algorithm=algorithm_name, population=population, generations=generations, seed=seed,
                       crossover=crossover, mutation=mutation)
 
