@@ -12,7 +12,7 @@ from nasdip_deap.stopping import CurveStopper, PlateauStopper
 
 @pytest.fixture
 def task(tiny_image):
-    return TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25.0}, seed=0)
+    return TASKS.get("denoise").from_clean(tiny_image[:, 8:24, 8:24], {"sigma": 25.0}, seed=0)  # 16 px
 
 
 def test_halving_budgets_and_parsing():
@@ -46,7 +46,8 @@ def test_halving_search_accounts_every_rung(task):
 
 def test_halving_through_the_cli(tmp_path, cli):
     out = tmp_path / "run"
-    proc = cli("search", "--crop", "32", "--population", "4", "--generations", "1", "--iterations", "9",
+    proc = cli("search", "--crop", "16", "--levels", "3", "--population", "4", "--generations", "1",
+               "--iterations", "9",
                "--fidelity", "halving", "--fitness", "blind", "--early-stop", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
@@ -148,7 +149,7 @@ def test_adaptive_fidelity_early_stops_by_default_and_the_final_fit_stops_at_the
     assert patience_for(make_fidelity("adaptive"), None) == AdaptiveFidelity.default_patience
     assert patience_for(make_fidelity("adaptive"), 7) == 7 and patience_for(make_fidelity("full"), None) is None
     out = tmp_path / "run"
-    proc = cli("search", "--crop", "32", "--population", "3", "--generations", "1", "--iterations", "50",
+    proc = cli("search", "--crop", "16", "--population", "3", "--generations", "1", "--iterations", "50",
                "--levels", "3", "--fidelity", "adaptive", "--fitness", "blind", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
