@@ -20,7 +20,7 @@ from nasdip_deap.runfolder import LOCK_NAME, RunLock
 
 from .conftest import REPO, run_main
 
-TINY = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "8",
+TINY = ["search", "--crop", "16", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "8",
         "--seed", "2", "--quiet"]
 
 
@@ -264,7 +264,7 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
     (["--fidelity", "halving:eta=1"], "eta must be a whole number >= 2, got 1"),
     (["--proxy", "crops:n=0"], "n must be a whole number between 1 and 64, got 0"),
     (["--proxy", "crops:size=4"], "below the 8 px a 3-level network needs"),
-    (["--proxy", "crops:size=64"], "not smaller than the 32x32 px image"),
+    (["--proxy", "crops:size=64"], "not smaller than the 16x16 px image"),
     (["--proxy", "downscale"], "cannot be halved and keep 96 px"),
     (["--proxy", "downscale:size=4"], "below the 8 px a 3-level network needs"),
     (["--mask", "m.png"], "--mask applies to task inpaint, not denoise"),
