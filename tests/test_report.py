@@ -13,7 +13,7 @@ from nasdip_deap.cli import main
 
 from .conftest import run_main
 
-TINY = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "2", "--iterations", "8",
+TINY = ["search", "--crop", "16", "--levels", "3", "--population", "4", "--generations", "2", "--iterations", "8",
         "--seed", "2", "--quiet"]
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
 
