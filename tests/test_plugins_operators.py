@@ -25,7 +25,7 @@ def cli():
     return run_cli
 
 PLUGIN = Path(__file__).parent / "plugins" / "nasdip_demo_ops"
-TINY = ["--crop", "32", "--levels", "3", "--iterations", "10", "--population", "4", "--generations", "1",
+TINY = ["--crop", "16", "--levels", "3", "--iterations", "10", "--population", "4", "--generations", "1",
         "--no-classical-seed"]
 
 
