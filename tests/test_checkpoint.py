@@ -30,7 +30,7 @@ from .conftest import REPO, run_cli, run_main
 
 # a tiny search in which every generation trains new architectures (mutation always, 10% of bits),
 # so that it is still running when the test kills it after generation 1
-TINY = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "2",
+TINY = ["search", "--crop", "16", "--levels", "3", "--population", "4", "--generations", "2",
         "--iterations", "10", "--mutation", "flip-bit:indpb=0.1", "--mutpb", "1.0", "--seed", "3", "--quiet"]
 ENV = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}  # one thread: bit-identical CPU fits
 
@@ -243,7 +243,7 @@ def test_resume_accepts_repeated_and_runtime_options(run_copy, capsys):
     (population 8, crop 64, ... differ from this run's) never count. A finished run only redoes its
     final fit and report."""
     hof = hall_of_fame(run_copy)
-    code = main(["search", "--resume", str(run_copy), "--population", "4", "--crop", "32", "--device", "cpu",
+    code = main(["search", "--resume", str(run_copy), "--population", "4", "--crop", "16", "--device", "cpu",
                  "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert hall_of_fame(run_copy) == hof
