@@ -156,27 +156,44 @@ def test_entry_point_plugin_runs_a_search_by_name(plugin_site, cli, tmp_path):
 
 @pytest.mark.slow
 def test_entry_point_plugin_operators_are_checked(plugin_site, cli, tmp_path):
-    env = {"PYTHONPATH": str(plugin_site)}
-    for args, message in (
-            (["--crossover", "demo-set-field"], "'demo-set-field' is a mutation operator, not a crossover one"),
-            (["--mutation", "demo-set-field"], "needs parameter 'field'"),
-            (["--mutation", "demo-set-field:field=meta.colour,index=1"], "no field 'meta.colour'"),
-    ):
-        proc = cli("search", *args, *TINY, "--out", str(tmp_path / "x"), env=env)
-        assert proc.returncode == 2, proc.stderr
-        assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+    proc = cli("search", "--crossover", "demo-set-field", *TINY, "--out", str(tmp_path / "x"),
+               env={"PYTHONPATH": str(plugin_site)})
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert "'demo-set-field' is a mutation operator, not a crossover one" in line and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
 
 
-def test_plugin_module_operators_keep_the_deap_contract():
-    """The demo operators, imported directly (no install), behave as their docstrings say."""
-    import importlib.util
+def test_plugin_operator_parameters_are_checked(tmp_path):
+    """The plugin's mutation registered as its entry point registers it (the object alone: kind and
+    defaults come from its attributes), in this process: its parameters are checked by name."""
+    OPERATORS.add("demo-set-field", demo_module().mut_set_field)
+    try:
+        for args, message in ((["--mutation", "demo-set-field"], "needs parameter 'field'"),
+                              (["--mutation", "demo-set-field:field=meta.colour,index=1"], "no field 'meta.colour'")):
+            proc = run_main("search", *args, *TINY, "--out", str(tmp_path / "x"))
+            assert proc.returncode == 2, proc.stderr
+            assert message in proc.stderr.strip().splitlines()[-1] and "Traceback" not in proc.stderr
+    finally:
+        OPERATORS.unregister("demo-set-field")
+    assert not (tmp_path / "x").exists()
 
-    from nasdip_deap import DEFAULT_SPEC
+
+def demo_module():
+    """The demo plugin's module, imported from its file (no install)."""
+    import importlib.util
 
     module_spec = importlib.util.spec_from_file_location("nasdip_demo_ops_direct", PLUGIN / "nasdip_demo_ops.py")
     demo = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(demo)
+    return demo
+
+
+def test_plugin_module_operators_keep_the_deap_contract():
+    """The demo operators, imported directly (no install), behave as their docstrings say."""
+    from nasdip_deap import DEFAULT_SPEC
+
+    demo = demo_module()
     random.seed(0)
     a, b = [0] * DEFAULT_SPEC.length, [1] * DEFAULT_SPEC.length
     assert demo.cx_level_swap(a, b, DEFAULT_SPEC) == (a, b)
