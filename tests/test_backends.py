@@ -23,7 +23,7 @@ from tests.conftest import REPO, run_main
 from tests.helpers import evaluator_for, tiny_search as build_tiny
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
-TINY = ["--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "20", "--seed", "3",
+TINY = ["--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "12", "--seed", "3",
         "--quiet"]
 
 

@@ -68,7 +68,7 @@ def test_gpu_report_runs_its_parts_on_the_cpu(tmp_path):
     options are no-ops."""
     proc = run_script("gpu_report.py", "--device", "cpu", "--size", "32", "--step-sizes", "32", "--steps", "2",
                       "--warmup", "1",
-                      "--iterations", "4", "--seeds", "1", "--concurrency", "1", "--fits", "1",
+                      "--iterations", "2", "--seeds", "1", "--concurrency", "1", "--fits", "1",
                       "--graph-modes", "0", "--concurrency-iterations", "2", "--large-sizes", "32x40",
                       "--large-iterations", "2", "--parts", "steps", "psnr", "concurrency", "large", "process",
                       data=tmp_path)

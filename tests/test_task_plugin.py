@@ -79,7 +79,7 @@ def test_a_plugin_task_searches_beside_a_broken_plugin(cli, jpeg_site, broken_si
     assert "broken" in listed.stdout and "needs libfrobnicate" in listed.stdout
     assert "'broken'" in listed.stderr and "ImportError" in listed.stderr  # the warning names plugin and error
     out = tmp_path / "run"
-    done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "32", "--levels", "3", "--population", "3",
+    done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "16", "--levels", "3", "--population", "3",
                "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     best = json.loads((out / "best.json").read_text())
@@ -87,7 +87,7 @@ def test_a_plugin_task_searches_beside_a_broken_plugin(cli, jpeg_site, broken_si
     assert np.isfinite(best["psnr"])
     degraded = np.asarray(Image.open(out / "degraded.png"), dtype=float)
     clean = np.asarray(Image.open(out / "clean.png"), dtype=float)
-    assert degraded.shape == clean.shape == (32, 32, 3)
+    assert degraded.shape == clean.shape == (16, 16, 3)
     assert 0 < np.abs(degraded - clean).mean() < 30, "JPEG at quality 10 changes the image, not beyond recognition"
     bad = cli("baseline", "--task", "jpeg", "--jpeg-quality", "0", "--out", str(tmp_path / "bad"), env=env)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("nasdip: error: --jpeg-quality")
