@@ -1,5 +1,8 @@
 """The nasdip command: a tiny real search end to end, restore, baseline, and bad inputs."""
 import json
+import subprocess
+import sysconfig
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,10 +14,12 @@ TINY = ["--crop", "16", "--iterations", "10"]
 
 @pytest.fixture(scope="module")
 def search_run(tmp_path_factory):
-    from tests.conftest import run_cli
+    """The installed console script itself (``nasdip``, beside this interpreter), in a new process."""
     out = tmp_path_factory.mktemp("run") / "search"
-    proc = run_cli("search", *TINY, "--levels", "3", "--population", "4", "--generations", "1", "--seed", "3",
-                   "--out", str(out))
+    script = Path(sysconfig.get_path("scripts")) / "nasdip"
+    assert script.exists(), f"the console script is not installed at {script} (pip install -e .)"
+    proc = subprocess.run([str(script), "search", *TINY, "--levels", "3", "--population", "4", "--generations", "1",
+                           "--seed", "3", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     return out, proc
 

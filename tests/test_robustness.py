@@ -202,24 +202,24 @@ def test_a_second_writer_is_refused_and_changes_nothing(tmp_path):
         holder.release()
 
 
-@pytest.mark.slow
-def test_a_second_run_into_a_running_runs_folder_is_refused(tmp_path):
+def test_a_second_run_into_a_folder_another_process_writes_is_refused(tmp_path):
+    """The lock is held by another live process (as a running search holds it): a new run, even with
+    --force, is refused naming that process, and nothing in the folder changes (a resume is refused
+    the same way: test_a_second_writer_is_refused_and_changes_nothing)."""
     out = tmp_path / "run"
-    first = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *SLOW, "--out", str(out)], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out.mkdir()
+    (out / "config.json").write_text('{"population": 4}')
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from nasdip_deap.runfolder import RunLock; "
+                               f"RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
+                               str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "config.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        second = run_main(*TINY, "--force", "--out", str(out))
-        assert f"pid {first.pid}" in last_line(second)
-        assert first.poll() is None, "the first run ended before the second was refused"
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(out)
+        assert f"pid {holder.pid}" in last_line(run_main(*TINY, "--force", "--out", str(out)))
+        assert snapshot(out) == before
     finally:
-        first.send_signal(signal.SIGTERM)  # the first run's own end is tested elsewhere
-        stdout, stderr = first.communicate(timeout=120)
-    assert first.returncode == 143, stderr
-    config = json.loads((out / "config.json").read_text())
-    assert config["population"] == 4 and config["generations"] == 1  # the first run's settings, untouched
+        holder.kill()
+        holder.communicate()
 
 
 def test_a_stale_lock_is_taken_over_and_a_foreign_host_is_refused(tmp_path, caplog):
