@@ -210,7 +210,7 @@ def test_a_second_run_into_a_folder_another_process_writes_is_refused(tmp_path):
     out.mkdir()
     (out / "config.json").write_text('{"population": 4}')
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from nasdip_deap.runfolder import RunLock; "
-                               f"RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
+                               "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
                                str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
