@@ -183,20 +183,21 @@ class FaultyEvaluator(Evaluator):
         return super().fit_problem(arch, *args, **kwargs)
 
 
-def crop32_task(seed: int = 0):
+def crop16_task(seed: int = 0):
+    """The demo photo's 16 px centre crop, noisy, as the CLI builds it (for 3-level networks)."""
     from nasdip_deap.cli import build_parser
     from nasdip_deap.commands import task_from_args
 
-    return task_from_args(build_parser().parse_args(["search", "--crop", "32", "--seed", str(seed)]), 5)
+    return task_from_args(build_parser().parse_args(["search", "--crop", "16", "--seed", str(seed)]), 3)
 
 
 def tiny_search(run_dir: Path, backend, evaluator_cls=None, population=6, generations=1, iterations=10,
                 seed=3, **settings):
-    """A real search (DEAP loop, real fits) of a 32 px denoising problem, with results files."""
+    """A real search (DEAP loop, real fits) of a 16 px denoising problem, with results files."""
     from nasdip_deap import hooks
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    search = build_tiny(crop32_task(seed), [hooks.ResultsWriter(run_dir)], fitness="reference", population=population,
+    search = build_tiny(crop16_task(seed), [hooks.ResultsWriter(run_dir)], fitness="reference", population=population,
                         generations=generations, iterations=iterations, seed=seed, hof_size=5,
                         crossover="two-point", mutation="flip-bit", **settings)
     if evaluator_cls is not None:  # the test's fault injection, shipped to the workers with the evaluator
@@ -231,7 +232,7 @@ def test_injected_fit_failures_are_recorded_and_the_search_goes_on(tmp_path, nam
 def test_eval_timeout_fails_a_long_fit_with_worst_fitness(tmp_path):
     from nasdip_deap.genome import classical_dip
 
-    task = crop32_task()
+    task = crop16_task()
     limited = evaluator_for(task, iterations=2000, eval_timeout=0.2)
     bits = limited.spec.encode(classical_dip(limited.spec.levels))
     rec = limited.record(bits)
@@ -247,7 +248,7 @@ def test_records_carry_provenance_and_lost_records_are_failures():
 
     from nasdip_deap.genome import classical_dip
 
-    evaluator = evaluator_for(crop32_task(), iterations=2)
+    evaluator = evaluator_for(crop16_task(), iterations=2)
     bits = evaluator.spec.encode(classical_dip(evaluator.spec.levels))
     rec = evaluator.record(bits)
     assert rec["host"] == socket.gethostname() and rec["pid"] == os.getpid() and rec["worker"] == "main"
