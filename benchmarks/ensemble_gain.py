@@ -25,7 +25,7 @@ import torch
 import nasdip_deap
 from bench_args import positive_int
 from bench_problems import classical_for, make_task, parse_cell
-from nasdip_deap import metrics
+from nasdip_deap.fitness import heldout_psnr
 from nasdip_deap.restoration import member_seeds
 
 
@@ -37,7 +37,7 @@ def group_scores(task, outputs: list[torch.Tensor], k: int, holdout=None) -> dic
         image = torch.stack(group).mean(0)
         row = dict(task.quality(image, task.clean))
         if holdout is not None:
-            row["heldout_psnr"] = metrics.psnr(task.forward(image[None]), task.observation[None], holdout[None])
+            row["heldout_psnr"] = heldout_psnr(task, image, holdout)
         rows.append(row)
     return {name: statistics.fmean(r[name] for r in rows) for name in rows[0]} | {"groups": len(rows)}
 

@@ -58,21 +58,29 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def run_main(*args: str) -> subprocess.CompletedProcess:
-    """``nasdip ARGS`` in this process (``cli.main``), with its exit code, stdout and stderr: the same
-    code path as the console script without the cost of a new interpreter importing torch."""
+def call_main(main, args: list[str], command: list[str]) -> subprocess.CompletedProcess:
+    """``main(args)`` in this process, ended as a process would be: its exit code (a returned one, or
+    SystemExit's; 2 when SystemExit carries a message, which goes to stderr), stdout and stderr."""
     import contextlib
     import io
-
-    from nasdip_deap.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = main(list(args))
-        except SystemExit as exc:  # argparse's own exits (--help, a bad flag)
+            code = main(list(args)) or 0
+        except SystemExit as exc:  # argparse's own exits (--help, a bad flag), a script's one-line exits
             code = exc.code if isinstance(exc.code, int) else 2
-    return subprocess.CompletedProcess(["nasdip", *args], code, out.getvalue(), err.getvalue())
+            if isinstance(exc.code, str):
+                print(exc.code, file=err)
+    return subprocess.CompletedProcess(command, code, out.getvalue(), err.getvalue())
+
+
+def run_main(*args: str) -> subprocess.CompletedProcess:
+    """``nasdip ARGS`` in this process (``cli.main``), with its exit code, stdout and stderr: the same
+    code path as the console script without the cost of a new interpreter importing torch."""
+    from nasdip_deap.cli import main
+
+    return call_main(main, list(args), ["nasdip", *args])
 
 
 @pytest.fixture

@@ -1,9 +1,7 @@
 """The search-cost scripts run on tiny settings, print their tables and refuse bad rows in one line.
 They run in this process (``main(argv)``, conftest puts benchmarks/ on the path); the parts that
 use processes still spawn real ones."""
-import contextlib
 import importlib
-import io
 import json
 import os
 import subprocess
@@ -13,25 +11,19 @@ from unittest import mock
 import pytest
 import torch
 
+from .conftest import call_main
+
 
 def run_script(name: str, *args: str, data: Path) -> subprocess.CompletedProcess:
     """``python benchmarks/NAME ARGS`` with ``NASDIP_DATA=data`` (no shared images: the embedded
     default image), run as ``main(ARGS)``: its exit code, stdout and stderr."""
     module = importlib.import_module(name.removesuffix(".py"))
-    out, err = io.StringIO(), io.StringIO()
     threads = torch.get_num_threads()  # the scripts fit with one thread, as a search does
     try:
-        with mock.patch.dict(os.environ, {"NASDIP_DATA": str(data)}), contextlib.redirect_stdout(out), \
-                contextlib.redirect_stderr(err):
-            try:
-                code = module.main(list(args)) or 0
-            except SystemExit as exc:  # argparse's errors, and the scripts' own one-line exits
-                code = exc.code if isinstance(exc.code, int) else 2
-                if isinstance(exc.code, str):
-                    print(exc.code, file=err)
+        with mock.patch.dict(os.environ, {"NASDIP_DATA": str(data)}):
+            return call_main(module.main, list(args), [name, *args])
     finally:
         torch.set_num_threads(threads)
-    return subprocess.CompletedProcess([name, *args], code, out.getvalue(), err.getvalue())
 
 
 def test_search_cost_prints_a_row_per_fidelity(tmp_path):
