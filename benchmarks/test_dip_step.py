@@ -27,6 +27,15 @@ VARIANTS = {"fp32": EngineOptions(), "fp32-channels-last": EngineOptions(channel
                                                                                         channels_last=True)}
 
 
+def warm_up(step, benchmark) -> int:
+    """Untimed steps before the timed one, only when it is timed (not under --benchmark-disable, as in
+    CI); returns how many ran."""
+    count = 0 if benchmark.disabled else 2
+    for _ in range(count):
+        step()
+    return count
+
+
 def noisy_task(size: int):
     gen = torch.Generator().manual_seed(size)
     clean = torch.rand(3, size, size, generator=gen)
@@ -50,10 +59,9 @@ def reference_skip():
 @pytest.mark.parametrize("size", SIZES)
 def test_nasdip_step(benchmark, size):
     trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0)
-    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
-        trainer.step()
+    warmed = warm_up(trainer.step, benchmark)
     benchmark(trainer.step)
-    assert trainer.steps >= 1 and torch.isfinite(trainer.average).all()
+    assert trainer.steps >= warmed + 1 and torch.isfinite(trainer.average).all()
 
 
 @pytest.mark.benchmark(group="dip-step-cpu-precision")
@@ -65,10 +73,9 @@ def test_nasdip_step_precision_and_layout(benchmark, size, variant):
     if options.precision == "bf16" and not cpu_bf16_accelerated():
         pytest.skip("this CPU has no native bf16 (AMX or AVX-512 BF16): oneDNN emulates it, many times slower")
     trainer = Trainer(classical_dip(), noisy_task(size), torch.device("cpu"), seed=0, options=options)
-    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
-        trainer.step()
+    warmed = warm_up(trainer.step, benchmark)
     benchmark(trainer.step)
-    assert trainer.steps >= 1 and torch.isfinite(trainer.average).all()
+    assert trainer.steps >= warmed + 1 and torch.isfinite(trainer.average).all()
 
 
 def reference_step(skip, size: int, notebook: bool):
@@ -112,7 +119,6 @@ def reference_step(skip, size: int, notebook: bool):
 @pytest.mark.parametrize("size", SIZES)
 def test_reference_step(benchmark, reference_skip, size, variant):
     step, state = reference_step(reference_skip, size, variant == "notebook")
-    for _ in range(0 if benchmark.disabled else 2):  # warm-up only when timed
-        step()
+    warm_up(step, benchmark)
     benchmark(step)
     assert np.isfinite(float(step()))
