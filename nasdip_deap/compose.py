@@ -93,7 +93,7 @@ class SearchConfig(FitConfig):
     # the search
     algorithm: Any = "ga"
     population: int = 6
-    generations: int = 4  # 4, not 2: the search first pays at equal compute there (docs/results.md)
+    generations: int = 4  # with 2 the search mostly kept classical DIP; 4 evolves past it (docs/results.md)
     crossover: Any = "two-point"
     mutation: Any = "flip-bit"
     selection: Any = None  # None: the algorithm's default (tournament; nsga2 for nsga2)
