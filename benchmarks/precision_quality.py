@@ -1,8 +1,8 @@
 """Does bfloat16 + channels-last cost restoration quality? Final fits of classical DIP in fp32 and in
 bf16 autocast with the channels-last layout, per (task, image) cell and seed, at the quality table's
-per-fit budget; the mean difference per task and overall, and the rule for the CPU default: bf16 becomes
-the default where the CPU runs it natively when the mean difference is within 0.1 dB and no task loses
-more than 0.2 dB.
+per-fit budget; the mean difference per task and overall, and the rule for the CPU default: bf16 is
+the default where the CPU runs it natively while no task loses more than 0.2 dB on average and the mean
+over every fit does not drop by more than 0.1 dB (a gain passes).
 
     python benchmarks/precision_quality.py --size 48 --iterations 500 --seeds 2 --out runs/precision.json
 
@@ -52,6 +52,11 @@ def run(args) -> list[dict]:
     return rows
 
 
+def rule_met(mean: float, worst_task_mean: float) -> bool:
+    """The rule for bf16 as the CPU default: a loss bounds it, a gain never fails it."""
+    return mean >= -0.1 and worst_task_mean >= -0.2
+
+
 def summary(rows: list[dict]) -> str:
     diff = {t: [r["bf16 channels-last"]["psnr"] - r["fp32"]["psnr"] for r in rows if r["task"] == t]
             for t in dict.fromkeys(r["task"] for r in rows)}
@@ -60,11 +65,12 @@ def summary(rows: list[dict]) -> str:
     lines += [f"| {t} | {len(v)} | {statistics.fmean(v):+.3f} dB | {min(v):+.3f} dB |" for t, v in diff.items()]
     mean = statistics.fmean(every)
     worst_task = min(statistics.fmean(v) for v in diff.values())
-    verdict = abs(mean) <= 0.1 and worst_task >= -0.2
+    verdict = rule_met(mean, worst_task)
     lines.append(f"| all | {len(every)} | {mean:+.3f} dB | {min(every):+.3f} dB |")
     outcome = ("met: bf16 + channels-last can be the default where the CPU runs bf16 natively" if verdict
                else "not met: bf16 stays opt-in")
-    lines.append(f"\nRule (mean within 0.1 dB, no task losing more than 0.2 dB on average): {outcome}.")
+    lines.append(f"\nRule (the mean drops by no more than 0.1 dB, no task loses more than 0.2 dB on average): "
+                 f"{outcome}.")
     return "\n".join(lines)
 
 

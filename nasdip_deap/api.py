@@ -85,12 +85,13 @@ class SearchResult:
 
     def restore(self, iterations: int | None = None, ensemble: int | None = None,
                 architecture: Architecture | None = None, map_fn=None,
-                search_fits: bool | None = None) -> Restoration:
+                search_fits: bool | None = None, progress=None) -> Restoration:
         """Fit the best architecture (or ``architecture``) on the whole observation, ``ensemble`` times
         (default: the config's), with the search's seed rule, device, threads and engine options, and
         average in the best of the search's own whole-image fits (``search_fits``; default: when
         restoring the best architecture; see ``chosen_search_fits``). ``map_fn`` runs the fits
-        (default: a backend of the search's config, started for them)."""
+        (default: a backend of the search's config, started for them); ``progress`` (``hooks.FitProgress``)
+        is told of each fit."""
         arch = architecture or self.best
         if iterations is None:
             steps, exact = self.final_iterations()
@@ -101,7 +102,7 @@ class SearchResult:
         pooled = self.chosen_search_fits() if search_fits else []
         fits = functools.partial(restore_fits, arch, self.task, self.search.evaluator.runner, iterations,
                                  run_seed=self.config.seed, ensemble=ensemble, holdout=self.final_holdout(),
-                                 search_fits=pooled)
+                                 search_fits=pooled, progress=progress)
         if map_fn is not None:
             return fits(map_fn=map_fn)
         with start_backend(self.config) as backend:
@@ -137,10 +138,11 @@ def search(task, *, hooks=(), **settings) -> SearchResult:
 
 def restore(architecture: Architecture, task, **settings) -> Restoration:
     """Fit one architecture on ``task`` (``settings``: ``RestoreConfig`` fields: iterations, ensemble,
-    seed, device, threads, precision, ...)."""
+    seed, device, threads, precision, ...). A genome with an evolved step count trains its share of
+    ``iterations``, as ``nasdip restore`` does."""
     config = RestoreConfig(**settings)
-    return restore_fits(architecture, task, config.runner(), config.iterations, run_seed=config.seed,
-                        ensemble=config.ensemble)
+    return restore_fits(architecture, task, config.runner(), architecture.iterations_within(config.iterations),
+                        run_seed=config.seed, ensemble=config.ensemble)
 
 
 def baseline(task, **settings) -> Restoration:

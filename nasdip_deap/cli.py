@@ -40,7 +40,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
     g.add_argument("--ensemble", type=int, default=defaults["ensemble"], metavar="K",
                    help="the restoration is the average of K fits with different seeds (default %(default)s)")
     g.add_argument("--seed", type=int, default=defaults["seed"],
-                   help="random seed; the same seed on the CPU gives the same result (default %(default)s)")
+                   help="random seed; the same seed gives the same result on the same CPU model, threads, "
+                        "precision and torch version (default %(default)s)")
     g.add_argument("--device", default=defaults["device"], help="auto (CUDA when present), cpu, cuda, cuda:N "
                                                                 "(default %(default)s)")
     g.add_argument("--threads", type=int, default=defaults["threads"],
@@ -48,7 +49,7 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
                         "result with any backend and worker count")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=defaults["precision"],
                    help="fp32, bf16 (bfloat16 autocast), or auto: bf16 with the channels-last layout on CPUs that "
-                        "run bf16 natively (AMX, AVX-512 BF16), fp32 elsewhere (default %(default)s)")
+                        "run bf16 natively (AMX, AVX-512 BF16), fp32 elsewhere and on GPUs (default %(default)s)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=defaults["channels_last"],
                    help="channels-last memory format (default: with bf16 on the CPU)")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=defaults["cuda_graph"],
@@ -66,7 +67,8 @@ def add_problem_arguments(parser: argparse.ArgumentParser, defaults: dict) -> No
     g.add_argument("--image", help="clean image; the task synthesises the degraded observation from it, so the "
                                    "ground truth is known (default: scikit-image's astronaut photo)")
     g.add_argument("--observed", help="an already degraded image to restore (no ground truth unless --clean)")
-    g.add_argument("--clean", help="ground truth for --observed, used only for reporting PSNR/SSIM")
+    g.add_argument("--clean", help="ground truth for --observed, used only for reporting PSNR/SSIM (it selects "
+                                   "nothing unless --fitness reference)")
     g.add_argument("--crop", type=int, help=f"centre-crop the image(s) to this many pixels square; 0 = no crop "
                                             f"(default: the whole image; the demo uses a {DEMO_CROP} px crop)")
     g.add_argument("--levels", type=int, default=defaults.get("levels", 5),
@@ -131,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lambda", dest="lambda_", type=int, default=d["lambda_"],
                    help="children per generation for mu-plus-lambda and nsga2 (default: population)")
     g.add_argument("--hof-size", type=int, default=d["hof_size"], help="hall-of-fame size (default %(default)s)")
-    g.add_argument("--fitness", choices=("auto", "reference", "blind"), default=d["fitness"],
-                   help="reference: PSNR against the clean image; blind: PSNR on held-out observed pixels, no "
-                        "ground truth; auto: reference when a clean image is known (default %(default)s)")
+    g.add_argument("--fitness", choices=("blind", "reference"), default=d["fitness"],
+                   help="blind: PSNR on held-out observed pixels, no ground truth (default); reference: an oracle "
+                        "for benchmarks, PSNR against the clean image selects the architectures (needs --image "
+                        "or --clean; the log, best.json and the report say the result was selected with ground "
+                        "truth)")
     g.add_argument("--holdout", type=float, default=d["holdout"],
                    help="share of observed pixels held out for blind fitness (default %(default)s)")
     g.add_argument("--cost", choices=("parameters", "fit_seconds"), default=d["cost"],

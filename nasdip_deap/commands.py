@@ -16,7 +16,9 @@ from .api import SearchResult
 from .architecture import Architecture
 from .compose import RestoreConfig, SearchConfig, build_search, part_label, start_backend
 from .errors import GenomeError, UserError
+from .fitness import SELECTED_WITH
 from .genome import GenomeSpec, classical_dip
+from .hooks import FitProgress
 from .image_io import save_image
 from .problem import Inputs, build_task
 from .registry import ALGORITHMS, OPERATORS, TASKS
@@ -101,14 +103,19 @@ def environment() -> dict:
 def check_applies(args: argparse.Namespace, config: SearchConfig, task) -> None:
     """Options given for something this run does not do are errors, not silently dropped."""
     given = set(getattr(args, "given_options", ()))
-    if "holdout" in given and config.fitness_mode(task) != "blind":
+    if "holdout" in given and config.fitness != "blind":
         raise UserError("--holdout applies to blind fitness; this run uses reference fitness (give --fitness blind)")
+    algorithm = ALGORITHMS.entry(str(config.algorithm).partition(":")[0]) if isinstance(config.algorithm, str) else None
+    for name in ("cxpb", "mutpb"):
+        if name in given and algorithm is not None and name not in algorithm.params:
+            raise UserError(f"--{name} does not apply to algorithm {algorithm.name!r} (its parameters: "
+                            f"{', '.join(sorted(algorithm.params)) or 'none'})")
     if "cost" in given and not ALGORITHMS.get(str(config.algorithm).partition(":")[0]).multi_objective:
         raise UserError(f"--cost is the second objective of a multi-objective algorithm (nsga2), not of "
                         f"{config.algorithm}")
     if "finalist_repeats" in given and not config.finalists:
         raise UserError("--finalist-repeats applies with --finalists N")
-    if "final_holdout" in given and config.fitness_mode(task) != "blind":
+    if "final_holdout" in given and config.fitness != "blind":
         raise UserError("--final-holdout applies to blind fitness; this run uses reference fitness")
 
 
@@ -147,9 +154,13 @@ def search(args) -> int:
                 "hof_size": config.hof_size, "seed_classical": config.seed_classical,
                 "init_spread": config.init_spread, "ensemble": config.ensemble, "degraded": degraded,
                 "environment": environment(), "arguments": resume.saved_settings(args, run_dir)})
-            log.info("search: task %s, %s fitness, %s, population %d, %d generations, %d iterations per fit, "
-                     "candidates scored on %s -> %s", task.name, evaluator.settings.mode, run.algorithm.name,
-                     config.population, config.generations, config.iterations, _proxy_text(evaluator), run_dir)
+            log.info("search: task %s, selected with %s, %s, population %d, %d generations, %d iterations per "
+                     "fit, candidates scored on %s -> %s", task.name, SELECTED_WITH[evaluator.settings.mode],
+                     run.algorithm.name, config.population, config.generations, config.iterations,
+                     _proxy_text(evaluator), run_dir)
+            if evaluator.settings.mode == "reference":
+                log.warning("reference fitness: the clean image selects the architectures (an oracle for "
+                            "benchmarks); a restoration without ground truth uses the default, --fitness blind")
         run.hooks = [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
                      checkpoint.CheckpointHook(run_dir, resume.saved_settings(args, run_dir)),
                      hooks.ProgressHook(quiet=args.quiet, generations=config.generations)]
@@ -186,7 +197,8 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     h, w = result.task.output_size
     log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image", config.ensemble,
              iterations, w, h)
-    restoration = result.restore(iterations=iterations, map_fn=map_fn)
+    restoration = result.restore(iterations=iterations, map_fn=map_fn,
+                                 progress=FitProgress(config.ensemble, "final fits", quiet=args.quiet))
     if restoration.search_fits:
         log.info("the final fits are averaged with the %d best search fits", len(restoration.search_fits))
     final = save_restoration(restoration, run_dir, "best found", "restored.png")
@@ -195,7 +207,8 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
              "%d failed", totals.fits, totals.iterations, totals.fit_seconds, totals.cache_hits, totals.duplicates,
              totals.revaried, totals.failures)
     best_json = {**result_entry(run, best), "spec": run.spec.to_dict(), "task": result.task.describe(),
-                 "fitness_mode": run.evaluator.settings.mode, "final": final,
+                 "fitness_mode": run.evaluator.settings.mode,
+                 "selected_with": SELECTED_WITH[run.evaluator.settings.mode], "final": final,
                  "psnr": final.get("psnr"), "ssim": final.get("ssim"), "degraded_psnr": degraded.get("psnr"),
                  "compute": {**dataclasses.asdict(totals), "fit_seconds": round(totals.fit_seconds, 3),
                              "final_iterations": restoration.iterations * restoration.ensemble,
@@ -206,7 +219,9 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)
     print(f"report: {write_report(run_dir)}")
-    print(f"results in {run_dir}")
+    varying = config.fidelity != "full" or config.early_stop is not None or config.evolve_iterations
+    print(f"results in {run_dir} (search fits: {'up to ' if varying else ''}{config.iterations} iterations"
+          f"{'' if varying else ' each'}; final fits: {restoration.iterations} iterations each)")
     return 0
 
 
@@ -225,7 +240,9 @@ def classical_baseline(result: SearchResult, args, run_dir: Path, best_arch: Arc
         return {**own, "label": "classical DIP", "source": "final fit (it is the best found)"}
     record = run.cache.get(run.evaluator.cache_key(arch.key()))
     if getattr(args, "baseline_fit", False):
-        restoration = result.restore(architecture=arch, iterations=best_final["iterations"], map_fn=map_fn)
+        restoration = result.restore(architecture=arch, iterations=best_final["iterations"], map_fn=map_fn,
+                                     progress=FitProgress(result.config.ensemble, "classical DIP fits",
+                                                          quiet=getattr(args, "quiet", False)))
         return {**save_restoration(restoration, run_dir, "classical DIP", "baseline.png"), "source": "final fit"}
     if record is None:
         return None
@@ -294,17 +311,20 @@ def restore_with(arch: Architecture, levels: int, args, command: str, label: str
     with RunLock(run_dir):
         clear_previous_run(run_dir)
         degraded = write_inputs(task, run_dir)
+        iterations = arch.iterations_within(config.iterations)
         log.info("%s: %s on task %s, %d fit(s) of %d iterations -> %s", command, arch.summary(), task.name,
-                 config.ensemble, config.iterations, run_dir)
-        restoration = restore_fits(arch, task, runner, arch.iterations_within(config.iterations),
-                                   run_seed=config.seed, ensemble=config.ensemble)
+                 config.ensemble, iterations, run_dir)
+        restoration = restore_fits(arch, task, runner, iterations,
+                                   run_seed=config.seed, ensemble=config.ensemble,
+                                   progress=FitProgress(config.ensemble, f"{command} fits", quiet=args.quiet))
         summary = save_restoration(restoration, run_dir, label, "restored.png")
         write_json(run_dir / "summary.json", {"command": command, "task": task.describe(), "image": args.image,
                                                "observed": args.observed, "crop": args.crop,
                                                "architecture": arch.to_dict(), "degraded": degraded,
                                                "result": summary, "environment": environment()})
     print_quality(label, summary, degraded)
-    print(f"results in {run_dir}")
+    fits = "1 fit" if config.ensemble == 1 else f"{config.ensemble} fits"
+    print(f"results in {run_dir} ({fits} of {restoration.iterations} iterations each)")
     return 0
 
 

@@ -17,9 +17,9 @@ from .engine import PRECISIONS, check_device
 from .errors import UserError
 from .fidelity import make_fidelity, patience_for
 from .finalists import make_finalists
-from .fitness import OBJECTIVES, Evaluator, FitnessSettings
+from .fitness import FITNESS_MODES, OBJECTIVES, Evaluator, FitnessSettings
 from .genome import MAX_LEVELS, MIN_LEVELS, GenomeSpec
-from .params import parse_choice
+from .params import check_params, parse_choice
 from .proxy import make_proxy
 from .registry import ALGORITHMS
 from .restoration import SearchFits
@@ -52,8 +52,13 @@ class FitConfig:
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     threads: int = 1  # torch CPU threads per fit: fixed, since the thread count changes CPU results slightly
-    # fp32 until bf16's PSNR is measured on a CPU that runs it natively (docs/results.md); auto opts in
-    precision: str = "fp32"
+    # Adam steps of every fit, for every command alike (search candidates, final fits, restore, baseline), so
+    # that a search and a baseline run with defaults compare like for like; near where classical DIP peaks at
+    # 64 px on the CPU (docs/results.md)
+    iterations: int = 300
+    # bf16 + channels-last where the CPU runs bf16 natively, fp32 elsewhere: measured on AMX and AVX-512 BF16
+    # CPUs, no task loses more than 0.2 dB on average and fits are faster (docs/results.md)
+    precision: str = "auto"
     channels_last: bool | None = None  # None: with bf16 on the CPU
     cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)
     ensemble: int = 1  # final fits averaged into the restoration
@@ -62,6 +67,7 @@ class FitConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise UserError(f"--seed must be a whole number, got {self.seed!r}")
         _count("--threads", self.threads, 1, MAX_THREADS)
+        _count("--iterations", self.iterations, 1, MAX_ITERATIONS)
         _count("--ensemble", self.ensemble, 1, MAX_ENSEMBLE)
         if self.precision not in PRECISIONS:
             raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
@@ -74,13 +80,8 @@ class FitConfig:
 
 @dataclass(frozen=True)
 class RestoreConfig(FitConfig):
-    """One architecture fitted on the whole image (``nasdip restore``, ``nasdip baseline``)."""
-
-    iterations: int = 1000
-
-    def __post_init__(self):
-        super().__post_init__()
-        _count("--iterations", self.iterations, 1, MAX_ITERATIONS)
+    """One architecture fitted on the whole image (``nasdip restore``, ``nasdip baseline``): the fit
+    settings alone, with their defaults (the same iterations as a search's fits)."""
 
 
 @dataclass(frozen=True)
@@ -104,11 +105,11 @@ class SearchConfig(FitConfig):
     seed_classical: bool = True
     init_spread: float | None = None  # start from mutants of classical DIP instead of random genomes
     novel_retries: int = 10  # times a child whose architecture was already fitted is varied again
-    # fitness
-    fitness: str = "auto"  # auto: reference when a clean image is known, else blind
+    # fitness: blind (held-out observed pixels) always, unless the oracle is asked for by name; a clean
+    # image given for scoring never selects architectures by default
+    fitness: str = "blind"
     holdout: float = 0.1
     cost: str = "parameters"  # second objective of multi-objective algorithms
-    iterations: int = 300
     fidelity: Any = "full"
     early_stop: int | None = None
     proxy: Any = "auto"  # auto: a downscaled copy of large images, the whole image otherwise
@@ -130,7 +131,6 @@ class SearchConfig(FitConfig):
             raise UserError(f"--levels must be between {MIN_LEVELS} and {MAX_LEVELS}, got {self.levels}")
         _count("--population", self.population, 1, MAX_POPULATION)
         _count("--generations", self.generations, 0, MAX_GENERATIONS)
-        _count("--iterations", self.iterations, 1, MAX_ITERATIONS)
         _count("--hof-size", self.hof_size, 1, MAX_POPULATION)
         _count("--finalists", self.finalists, 0, MAX_POPULATION)
         _count("--finalist-repeats", self.finalist_repeats, 1, MAX_ENSEMBLE)
@@ -146,8 +146,8 @@ class SearchConfig(FitConfig):
         _probability("--mutpb", self.mutpb)
         if self.init_spread is not None:
             _probability("--init-spread", self.init_spread)
-        if self.fitness not in ("auto", "reference", "blind"):
-            raise UserError(f"--fitness must be auto, reference or blind, got {self.fitness!r}")
+        if self.fitness not in FITNESS_MODES:
+            raise UserError(f"--fitness must be {' or '.join(FITNESS_MODES)}, got {self.fitness!r}")
         if self.cost not in OBJECTIVES or self.cost == "quality":
             raise UserError(f"--cost must be one of {', '.join(o for o in OBJECTIVES if o != 'quality')}, "
                             f"got {self.cost!r}")
@@ -156,12 +156,6 @@ class SearchConfig(FitConfig):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.workers)
 
-    def fitness_mode(self, task) -> str:
-        """``auto`` is reference fitness when the task knows its clean image, blind otherwise."""
-        if self.fitness != "auto":
-            return self.fitness
-        return "reference" if task.clean is not None else "blind"
-
     def restore_config(self, iterations: int) -> RestoreConfig:
         """The config of this search's final fits."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FitConfig)}
@@ -169,11 +163,23 @@ class SearchConfig(FitConfig):
 
 
 def make_algorithm(choice, cxpb: float, mutpb: float, lambda_: int | None) -> Algorithm:
-    """An algorithm from a registered name, an ``Algorithm`` subclass or an instance (used as given)."""
+    """An algorithm from ``NAME[:key=value,...]`` (a registered class; its declared ``params`` are checked,
+    an unknown key is refused, and a value given there wins over ``cxpb``/``mutpb``/``lambda_``), an
+    ``Algorithm`` subclass, or an instance (used as given)."""
+    given: dict = {}
     if isinstance(choice, str):
-        choice = ALGORITHMS.get(parse_choice(choice)[0])
+        name, given = parse_choice(choice)
+        entry = ALGORITHMS.entry(name)
+        unknown = sorted(set(given) - set(entry.params))
+        if unknown:
+            raise UserError(f"algorithm {name!r} takes no parameter {unknown[0]!r} (its parameters: "
+                            f"{', '.join(sorted(entry.params)) or 'none'})")
+        given = check_params(f"algorithm {name!r}", given, entry.params)
+        choice = entry.obj
     if isinstance(choice, type):
-        return choice(cxpb=cxpb, mutpb=mutpb, lambda_=lambda_)
+        values = {"cxpb": cxpb, "mutpb": mutpb, "lambda_": lambda_}
+        values.update({("lambda_" if key == "lambda" else key): value for key, value in given.items()})
+        return choice(**values)
     return choice
 
 
@@ -197,7 +203,7 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     objectives = ("quality", config.cost) if algorithm.multi_objective else ("quality",)
     fidelity = make_fidelity(config.fidelity)
     proxy = make_proxy(config.proxy, task, spec.levels)
-    settings = FitnessSettings(mode=config.fitness_mode(task), iterations=config.iterations, holdout=config.holdout,
+    settings = FitnessSettings(mode=config.fitness, iterations=config.iterations, holdout=config.holdout,
                                seed=config.seed, objectives=objectives, timeout=config.eval_timeout,
                                early_stop=patience_for(fidelity, config.early_stop), fidelity=part_label(fidelity))
     evaluator = Evaluator(spec, task, settings, runner or config.runner(), proxy,

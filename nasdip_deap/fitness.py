@@ -35,6 +35,10 @@ from .stopping import AnyStopper, CurveStopper, PlateauStopper
 from .workers import current_worker
 
 FITNESS_MODES = ("reference", "blind")
+# how the architectures of a run were selected, in the log, best.json and the report: reference fitness is an
+# oracle (the ground truth chooses), which a user comparing against DIP or CBM3D must be told
+SELECTED_WITH = {"blind": "blind fitness (held-out observed pixels, no ground truth)",
+                 "reference": "ground truth (oracle: --fitness reference)"}
 MIN_RELIABLE_HOLDOUT = 50  # held-out pixels below which blind fitness ranks noisily (docs/results.md)
 OBJECTIVES = {
     # name: (DEAP weight, worst value for failed fits)

@@ -139,3 +139,43 @@ def _duration(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+class FitProgress:
+    """Progress of a fixed number of fits outside the search loop (the final fits of a search, an ensemble
+    of ``restore`` or ``baseline``): on a terminal a tqdm bar (fits done, rate, time left); otherwise a log
+    line after a fit when ``log_every`` seconds have passed since the last, and after the last fit. A single
+    fit shows nothing (its own time is the whole wait)."""
+
+    def __init__(self, total: int, label: str = "fits", stream=None, quiet: bool = False, log_every: float = 30.0):
+        self.total, self.label, self.quiet, self.log_every = total, label, quiet, log_every
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.started = self.last_line = time.perf_counter()
+        self.bar = None
+        if total > 1 and not quiet and hasattr(self.stream, "isatty") and self.stream.isatty():
+            from tqdm import tqdm
+
+            # mininterval 0: an update is a whole fit (seconds apart), so each one is drawn
+            self.bar = tqdm(total=total, desc=label, unit="fit", file=self.stream, leave=False, dynamic_ncols=True,
+                            mininterval=0)
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if self.done >= self.total:
+                self.close()
+            return
+        now = time.perf_counter()
+        if self.quiet or self.total <= 1 or (now - self.last_line < self.log_every and self.done < self.total):
+            return
+        self.last_line = now
+        rate = self.done / (now - self.started) if now > self.started else float("inf")
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        log.info("%s: %d/%d fits, %.3f fits/s, ~%s left", self.label, self.done, self.total, rate, _duration(left))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -11,6 +11,7 @@ from pathlib import Path
 from . import __version__
 from .genome import classical_dip
 from .figures import fitness_figure, pareto_figure, strip_figure, strip_panels
+from .fitness import SELECTED_WITH
 from .rundata import Run, baseline_of
 
 FIGURES = "figures"
@@ -251,10 +252,15 @@ def render_html(run: Run, figures: dict[str, str], baseline: dict | None) -> str
     image = config.get("observed") or config.get("image") or "scikit-image astronaut"
     sub = (f"{task.get('task', '?')}{' (' + task_text + ')' if task_text else ''} · {Path(str(image)).name}"
            f"{', crop ' + str(config['crop']) + ' px' if config.get('crop') else ''} · {algorithm}, population "
-           f"{config.get('population')}, {config.get('generations')} generations · {run.mode} fitness · "
+           f"{config.get('population')}, {config.get('generations')} generations · selected with "
+           f"{SELECTED_WITH.get(run.mode, run.mode + ' fitness')} · "
            f"seed {config.get('seed')}")
     parts = [f"<header><h1>NAS-DIP search · {_e(run.name)}</h1><div class='sub'>{_e(sub)}</div></header>",
              cards_html(run, baseline)]
+    if run.mode == "reference":
+        parts.append("<div class='warn'>Selected with ground truth: this search ran with --fitness reference, so "
+                     "the clean image chose the architectures (an oracle, for benchmarks). Its PSNR is not that of "
+                     "a restoration without ground truth.</div>")
     if run.best is None:
         parts.append("<div class='warn'>This run has not finished (no best.json yet): the report shows the "
                      "generations done so far and no final fit.</div>")

@@ -104,18 +104,23 @@ class Restoration:
 
 def restore(arch: Architecture, task, runner: FitRunner, iterations: int, *, run_seed: int = 0, ensemble: int = 1,
             holdout: torch.Tensor | None = None, map_fn=map, check_memory: bool = True,
-            search_fits: list = ()) -> Restoration:
+            search_fits: list = (), progress=None) -> Restoration:
     """Fit ``arch`` ``ensemble`` times on ``task`` for ``iterations`` steps and average the outputs,
     with the outputs of ``search_fits`` ((key, fitness, output) of the search's chosen fits) when given.
     ``map_fn`` runs the member fits (a backend's ``map`` spreads them over workers); a fit that cannot
-    fit in the device's free memory is refused first, with one line (``UserError``)."""
+    fit in the device's free memory is refused first, with one line (``UserError``). ``progress`` (an
+    object with ``update()``, see ``hooks.FitProgress``) is told of each member fit as it comes back."""
     if ensemble < 1:
         raise ValueError(f"ensemble must be >= 1, got {ensemble}")
     if check_memory:
         require_memory(arch, task.output_size, task.channels, resolve_device(runner.device), runner.options.precision)
     seeds = member_seeds(run_seed, arch, ensemble)
     member = functools.partial(_member, runner, arch, task, iterations, holdout)
-    results = list(map_fn(member, seeds))
+    results = []
+    for result in map_fn(member, seeds):
+        results.append(result)
+        if progress is not None:
+            progress.update()
     finals = [r.restored for r in results]
     image = torch.stack(finals + [output.to(finals[0].device) for _, _, output in search_fits]).mean(0)
     members = [{"seed": seed, "iterations": r.iterations, "seconds": round(r.seconds, 3), **r.metrics}

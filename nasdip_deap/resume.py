@@ -82,6 +82,8 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
         raise UserError(f"cannot resume {str(run_dir)!r}: conflicting option(s) {'; '.join(conflicts)}; "
                         f"leave them out to use the run's saved settings")
     merged = {**vars(args), **saved}
+    if merged.get("fitness") == "auto":  # a run of version 0.2, where auto meant the oracle when a clean image was known
+        merged["fitness"] = "blind" if merged.get("observed") and not merged.get("clean") else "reference"
     for name in ("quiet", "verbose", "device", "generations", "backend", "workers"):
         if name in given:
             merged[name] = getattr(args, name)

@@ -97,4 +97,15 @@ def test_precision_quality_compares_bf16_with_fp32(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert [r["task"] for r in rows] == ["denoise", "inpaint"]
     assert all(r["fp32"]["psnr"] != r["bf16 channels-last"]["psnr"] for r in rows)  # really two precisions
-    assert "| all | 2 |" in proc.stdout and "Rule (mean within 0.1 dB" in proc.stdout
+    assert "| all | 2 |" in proc.stdout and "Rule (the mean drops by no more than 0.1 dB" in proc.stdout
+
+
+@pytest.mark.parametrize("mean, worst_task, met", [
+    (+0.42, +0.20, True),    # a gain passes (the old rule, |mean| <= 0.1, failed it)
+    (+0.21, -0.20, True),    # AMX's measured table: one task at the bound
+    (-0.10, -0.05, True),
+    (-0.11, -0.05, False),   # the mean drops by more than 0.1 dB
+    (+0.30, -0.21, False),   # one task loses more than 0.2 dB on average
+])
+def test_precision_rule_bounds_losses_not_gains(mean, worst_task, met):
+    assert importlib.import_module("precision_quality").rule_met(mean, worst_task) is met

@@ -10,6 +10,8 @@ import pytest
 from PIL import Image
 
 from nasdip_deap.cli import main
+from nasdip_deap.fitness import Evaluator
+from nasdip_deap.genome import GenomeSpec, classical_dip
 
 from .conftest import run_main
 
@@ -116,7 +118,7 @@ def test_report_of_an_unfinished_run(ga_run, tmp_path):
     run = tmp_path / "unfinished"
     shutil.copytree(ga_run, run)
     for name in ("best.json", "report.html", "restored.png", "baseline.png"):
-        (run / name).unlink()
+        (run / name).unlink(missing_ok=True)  # baseline.png exists only when classical DIP did not win
     shutil.rmtree(run / "figures")
     done = run_main("report", str(run))
     assert done.returncode == 0, done.stderr
@@ -150,3 +152,45 @@ def test_report_of_a_bad_folder_is_a_one_line_error(tmp_path, setup, message, ca
     assert err.startswith("nasdip: error:") and err.count("\n") == 1, err
     assert message in err
     assert (sorted(p.name for p in folder.iterdir()) if folder.exists() else None) == before
+
+
+def stub_winner(monkeypatch, classical_wins: bool) -> str:
+    """Real fits, but a quality that the test chooses: classical DIP scores above (or below) every other
+    architecture, so which one wins no longer depends on the CPU's floating-point results. Returns
+    classical DIP's key (as a 3-level genome encodes it)."""
+    spec = GenomeSpec(levels=3)
+    classical = spec.decode(spec.encode(classical_dip(3))).key()
+    real_score = Evaluator._score
+
+    def score(self, rec, results):
+        real_score(self, rec, results)
+        others = 20.0 + int(rec["key"][:6], 16) / 16 ** 6  # distinct, fixed per architecture
+        quality = (40.0 if classical_wins else 10.0) if rec["key"] == classical else others
+        rec["fitness"][0] = rec["objectives"]["quality"] = quality
+
+    monkeypatch.setattr(Evaluator, "_score", score)
+    return classical
+
+
+@pytest.mark.parametrize("classical_wins", [True, False], ids=["classical-wins", "another-wins"])
+def test_report_for_either_winner(monkeypatch, tmp_path, classical_wins):
+    """With --baseline-fit the report shows classical DIP beside the best whichever wins: its own final fit
+    when it is the best (no baseline.png), a fit of its own (baseline.png) when another architecture is."""
+    classical = stub_winner(monkeypatch, classical_wins)
+    out = tmp_path / "run"
+    done = run_main(*TINY, "--baseline-fit", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    best = json.loads((out / "best.json").read_text())
+    assert (best["key"] == classical) is classical_wins
+    assert (out / "baseline.png").exists() is not classical_wins
+    assert best["baseline"]["source"] == ("final fit (it is the best found)" if classical_wins else "final fit")
+    text = " ".join(check_page(out).text)
+    assert f"{best['final']['psnr']:.2f} dB" in text and f"{best['baseline']['psnr']:.2f} dB" in text
+    with Image.open(out / "figures" / "strip.png") as img:  # degraded, classical, best, ground truth
+        assert img.size[0] > 3 * img.size[1]
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(out, unfinished)
+    for name in ("best.json", "report.html", "restored.png", "baseline.png"):
+        (unfinished / name).unlink(missing_ok=True)
+    assert run_main("report", str(unfinished)).returncode == 0
+    assert "has not finished" in " ".join(check_page(unfinished).text)

@@ -104,7 +104,9 @@ def test_machine_failures_in_a_cache_file_of_an_older_version_are_not_used(tmp_p
     from .helpers import evaluator_for
     from .test_tasks import make_task
 
-    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3, search_fits=0)
+    # cache files of older versions hold fp32 fits alone
+    evaluator = evaluator_for(make_task("denoise", torch.rand(3, 32, 32)), iterations=2, levels=3, search_fits=0,
+                              precision="fp32")
     legacy = evaluator.legacy_context()
     good = evaluator.record(evaluator.spec.encode(classical_dip(3)))
     oom = {**good, "key": "0" * 20, "fitness": [0.0], "error": "RuntimeError: CUDA out of memory"}
@@ -268,10 +270,10 @@ def test_an_unwritable_output_folder_is_one_line(tmp_path, monkeypatch):
     (["--proxy", "downscale"], "cannot be halved and keep 96 px"),
     (["--proxy", "downscale:size=4"], "below the 8 px a 3-level network needs"),
     (["--mask", "m.png"], "--mask applies to task inpaint, not denoise"),
-    (["--holdout", "0.2"], "--holdout applies to blind fitness"),
+    (["--holdout", "0.2", "--fitness", "reference"], "--holdout applies to blind fitness"),
     (["--cost", "fit_seconds"], "--cost is the second objective of a multi-objective algorithm"),
     (["--finalist-repeats", "3"], "--finalist-repeats applies with --finalists N"),
-    (["--final-holdout"], "--final-holdout applies to blind fitness"),
+    (["--final-holdout", "--fitness", "reference"], "--final-holdout applies to blind fitness"),
     (["--crop", "40000"], "--crop 40000 is larger than the image"),
 ])
 def test_values_that_cannot_be_right_or_do_not_apply(args, needle, tmp_path):

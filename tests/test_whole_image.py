@@ -200,7 +200,7 @@ def test_a_whole_image_search_averages_its_best_fits_into_the_restoration(tiny_i
     assert 1 <= len(chosen) and [k for k, _, _ in chosen] == [k for k, _, _ in kept[:len(chosen)]]
     prefix_scores = [search.evaluator.score_image(torch.stack([o for _, _, o in kept[:m]]).mean(0))
                      for m in range(1, len(kept) + 1)]
-    assert prefix_scores[len(chosen) - 1] == max(prefix_scores)
+    assert prefix_scores[len(chosen) - 1] >= max(prefix_scores) - 1e-6  # mean vs running sum: rounding
 
     pooled = result.restore(iterations=5, ensemble=2)
     alone = result.restore(iterations=5, ensemble=2, search_fits=False)
