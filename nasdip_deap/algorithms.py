@@ -3,8 +3,12 @@ search loop can run hooks (logging, checkpoints, progress) between generations.
 
 ``ga`` and ``mu-plus-lambda`` have the semantics of DEAP's ``eaSimple`` and ``eaMuPlusLambda``;
 ``nsga2`` is a (mu + lambda) search whose survivors are chosen by ``selNSGA2``, over quality and a
-cost objective, keeping a Pareto front. Third-party algorithms arrive through the entry-point group
+cost objective, keeping a Pareto front; ``random`` samples fresh genomes every generation, the baseline
+every comparison of search algorithms needs. Third-party algorithms arrive through the entry-point group
 ``nasdip_deap.algorithms`` (a class with this interface).
+
+Parameters are chosen as ``NAME:key=value,...`` (``ga:cxpb=0.9``), checked against the class's declared
+``params`` (types and ranges); a value given there wins over ``--cxpb``, ``--mutpb`` and ``--lambda``.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from deap import algorithms as deap_algorithms
 from deap import tools
 
 from .errors import UserError
+from .params import PROBABILITY, Param
 from .registry import ALGORITHMS
 
 Evaluate = Callable[[list], None]
@@ -30,6 +35,8 @@ class Algorithm:
     name: ClassVar[str] = ""
     multi_objective: ClassVar[bool] = False
     default_selection: ClassVar[str] = "tournament"
+    # parameters a NAME:key=value text may set (the constructor's keywords; "lambda" is ``lambda_``)
+    params: ClassVar[dict] = {"cxpb": PROBABILITY, "mutpb": PROBABILITY, "lambda": Param(int, 1, 100_000)}
 
     def __init__(self, cxpb: float = 0.5, mutpb: float = 0.2, lambda_: int | None = None):
         self.cxpb = cxpb
@@ -65,6 +72,7 @@ class SimpleGA(Algorithm):
     """Generational GA with DEAP eaSimple semantics: select, vary (varAnd), replace the population."""
 
     name = "ga"
+    params = {"cxpb": PROBABILITY, "mutpb": PROBABILITY}
 
     def __init__(self, cxpb: float = 0.5, mutpb: float = 0.2, lambda_: int | None = None):
         if lambda_ is not None:
@@ -119,3 +127,20 @@ class NSGA2(MuPlusLambda):
 
     def archive(self, size, similar):
         return tools.ParetoFront(similar=similar)
+
+
+@ALGORITHMS.register("random")
+class RandomSearch(Algorithm):
+    """Random search: every generation is a fresh sample of random genomes (lambda, default the population
+    size); the first population holds classical DIP like the others'. No selection, no variation."""
+
+    name = "random"
+    params = {"lambda": Param(int, 1, 100_000)}
+
+    def step(self, population, toolbox, evaluate):
+        sample = toolbox.population(n=self.lambda_ or len(population))
+        evaluate(sample)
+        return sample, sample
+
+    def describe(self) -> dict:
+        return {"name": self.name, "lambda": self.lambda_}

@@ -141,6 +141,36 @@ def test_algorithm_settings_are_checked():
         ALGORITHMS.get("ga")(cxpb=0.5, mutpb=0.2, lambda_=4)
 
 
+@pytest.mark.parametrize("choice, expected", [
+    ("ga:cxpb=0.9", {"cxpb": 0.9, "mutpb": 0.3}),
+    ("ga:mutpb=0.05,cxpb=0", {"cxpb": 0.0, "mutpb": 0.05}),
+    ("mu-plus-lambda:lambda=7,cxpb=0.6", {"cxpb": 0.6, "lambda": 7}),
+    ("random:lambda=5", {"lambda": 5}),
+])
+def test_algorithm_parameters_reach_the_algorithm(choice, expected, tiny_task):
+    """NAME:key=value sets the algorithm's own parameters, over --cxpb/--mutpb/--lambda (which were dropped
+    without a word before)."""
+    described = build_tiny(tiny_task, algorithm=choice).algorithm.describe()
+    assert {key: described[key] for key in expected} == expected
+
+
+def test_random_search_samples_fresh_genomes_each_generation(tiny_task):
+    search = tiny_search(tiny_task, "random", population=4, generations=2, seed=5).run()
+    classical = GenomeSpec(levels=3).encode(classical_dip(3))
+    born = {}
+    for record in search.cache.values():
+        born.setdefault(record["generation"], []).append(record["bits"])
+    assert sorted(born) == [0, 1, 2]
+    assert classical in born[0]  # the first population holds classical DIP, as every algorithm's does
+    assert all(len(born[g]) == 4 for g in born)  # each generation a full sample, none kept from before
+    assert not any(bits == classical for g in (1, 2) for bits in born[g])
+    assert len({tuple(bits) for g in born for bits in born[g]}) == 12  # every fit a new architecture
+    assert search.totals.fits == 12
+    # the samples depend on the seed alone, not on any fitness: the same on every CPU
+    again = tiny_search(tiny_task, "random", population=4, generations=2, seed=5).run()
+    assert [r["bits"] for r in again.cache.values()] == [r["bits"] for r in search.cache.values()]
+
+
 # -- the toolbox is DEAP's -------------------------------------------------------------------------
 def test_toolbox_runs_unchanged_with_deap_easimple(tiny_task):
     toolbox = build_tiny(tiny_task, crossover="gene-aware", mutation="field-aware",
@@ -164,7 +194,12 @@ def test_cli_nsga2_writes_a_pareto_front(tmp_path, cli):
                "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     front = json.loads((out / "pareto_front.json").read_text())
-    assert len(front) >= 2
+    # the front is the non-dominated set of every evaluation, whatever the values (one entry when a single
+    # architecture is both the best and the smallest)
+    scored = [(r["objectives"]["quality"], r["objectives"]["parameters"])
+              for r in map(json.loads, (out / "evaluations.jsonl").read_text().splitlines()) if r["error"] is None]
+    best = [(q, c) for q, c in scored if not any(q2 >= q and c2 <= c and (q2, c2) != (q, c) for q2, c2 in scored)]
+    assert len(front) >= 1 and sorted({tuple(e["objectives"].values()) for e in front}) == sorted(set(best))
     spec = GenomeSpec(levels=3)
     for entry in front:
         assert set(entry["objectives"]) == {"quality", "parameters"}
@@ -214,6 +249,13 @@ def error_line(capsys) -> str:
     (["--selection", "gene-aware"], "'gene-aware' is a crossover operator, not a selection one"),
     (["--mutation", "flip-bit:rate=0.1"], "operator 'flip-bit' takes no parameter 'rate' (its parameters: indpb)"),
     (["--algorithm", "ga", "--lambda", "3"], "--lambda applies to mu-plus-lambda and nsga2"),
+    (["--algorithm", "ga:foo=1"], "algorithm 'ga' takes no parameter 'foo' (its parameters: cxpb, mutpb)"),
+    (["--algorithm", "ga:cxpb=0.9,foo=1"], "algorithm 'ga' takes no parameter 'foo'"),
+    (["--algorithm", "ga:cxpb=2"], "algorithm 'ga': cxpb must be a number between 0 and 1, got 2"),
+    (["--algorithm", "random:cxpb=0.5"], "algorithm 'random' takes no parameter 'cxpb' (its parameters: lambda)"),
+    (["--algorithm", "random", "--cxpb", "0.7"], "--cxpb does not apply to algorithm 'random'"),
+    (["--algorithm", "mu-plus-lambda:lambda=0"], "algorithm 'mu-plus-lambda': lambda must be a whole number"),
+    (["--algorithm", "mu-plus-lambda:cxpb=0.8,mutpb=0.5"], "--cxpb + --mutpb <= 1"),
     (["--algorithm", "nsga2", "--selection", "tournament"],
      "algorithm 'nsga2' optimises several objectives, but selection 'tournament' ranks by the first alone"),
 ])
