@@ -48,8 +48,8 @@ def add_fit_arguments(parser: argparse.ArgumentParser, defaults: dict) -> None:
                    help="torch CPU threads per fit (default %(default)s); fixed, so that a seed gives the same "
                         "result with any backend and worker count")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=defaults["precision"],
-                   help="fp32, bf16 (bfloat16 autocast), or auto: bf16 with the channels-last layout on CPUs that "
-                        "run bf16 natively (AMX, AVX-512 BF16), fp32 elsewhere and on GPUs (default %(default)s)")
+                   help="fp32, bf16 (bfloat16 autocast), or auto: bf16 with the channels-last layout on CPUs where "
+                        "it was measured not to cost quality (AMX), fp32 elsewhere and on GPUs (default %(default)s)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=defaults["channels_last"],
                    help="channels-last memory format (default: with bf16 on the CPU)")
     g.add_argument("--cuda-graph", action=argparse.BooleanOptionalAction, default=defaults["cuda_graph"],

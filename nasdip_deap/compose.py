@@ -56,8 +56,8 @@ class FitConfig:
     # that a search and a baseline run with defaults compare like for like; near where classical DIP peaks at
     # 64 px on the CPU (docs/results.md)
     iterations: int = 300
-    # bf16 + channels-last where the CPU runs bf16 natively, fp32 elsewhere: measured on AMX and AVX-512 BF16
-    # CPUs, no task loses more than 0.2 dB on average and fits are faster (docs/results.md)
+    # bf16 + channels-last where it was measured not to cost quality (AMX CPUs), fp32 elsewhere
+    # (engine.cpu_bf16_default, docs/results.md)
     precision: str = "auto"
     channels_last: bool | None = None  # None: with bf16 on the CPU
     cuda_graph: bool = True  # capture each fit's training step as a CUDA graph (CUDA only)

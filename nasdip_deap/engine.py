@@ -102,16 +102,29 @@ def cpu_bf16_accelerated() -> bool:
         return False
 
 
+def _cpu_capability(name: str) -> bool:
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    return bool(capabilities and capabilities().get(name))
+
+
+def cpu_bf16_default() -> bool:
+    """Whether ``--precision auto`` runs bf16 on this CPU: where bf16 is native *and* was measured not to
+    cost restoration quality (precision_quality.py's rule: the mean drops by no more than 0.1 dB, no task
+    loses more than 0.2 dB). It held on an Intel Xeon with AMX; it failed on an AMD EPYC with AVX-512 BF16
+    and no AMX (docs/results.md), so there auto stays fp32 and bf16 is opt-in."""
+    return cpu_bf16_accelerated() and _cpu_capability("amx_bf16")
+
+
 def engine_options(device: str | torch.device, precision: str = "auto", channels_last: bool | None = None,
                    cuda_graph: bool = True) -> EngineOptions:
     """The options a fit on ``device`` runs with. ``precision="auto"`` is bf16 autocast with the
-    channels-last layout on a CPU that runs bf16 natively, and fp32 everywhere else (on GPUs bf16 is no
-    faster at DIP sizes); ``channels_last=None`` follows the precision."""
+    channels-last layout on a CPU where ``cpu_bf16_default()`` holds, and fp32 everywhere else (on GPUs
+    bf16 is no faster at DIP sizes); ``channels_last=None`` follows the precision."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     cpu = resolve_device(device).type == "cpu"
     if precision == "auto":
-        precision = "bf16" if cpu and cpu_bf16_accelerated() else "fp32"
+        precision = "bf16" if cpu and cpu_bf16_default() else "fp32"
     if channels_last is None:
         channels_last = cpu and precision == "bf16"
     return EngineOptions(precision=precision, channels_last=channels_last, cuda_graph=cuda_graph)

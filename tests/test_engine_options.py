@@ -52,10 +52,19 @@ def test_bf16_on_the_cpu_trains_is_deterministic_and_really_bf16(tiny_image):
     assert a.restored.dtype == torch.float32 and abs(a.metrics["psnr"] - full.metrics["psnr"]) < 3
 
 
+@pytest.mark.parametrize("native, amx, default", [(False, False, False), (True, False, False), (False, True, False),
+                                                  (True, True, True)])
+def test_bf16_is_the_default_only_where_it_was_measured_to_hold(monkeypatch, native, amx, default):
+    """AMX: the quality rule held (docs/results.md); AVX-512 BF16 alone (AMD EPYC): it failed."""
+    monkeypatch.setattr(engine, "cpu_bf16_accelerated", lambda: native)
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx, "avx512_bf16": True})
+    assert engine.cpu_bf16_default() is default
+
+
 def test_auto_precision_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch):
-    monkeypatch.setattr(engine, "cpu_bf16_accelerated", lambda: False)
+    monkeypatch.setattr(engine, "cpu_bf16_default", lambda: False)
     assert engine_options("cpu") == EngineOptions(precision="fp32", channels_last=False)
-    monkeypatch.setattr(engine, "cpu_bf16_accelerated", lambda: True)
+    monkeypatch.setattr(engine, "cpu_bf16_default", lambda: True)
     assert engine_options("cpu") == EngineOptions(precision="bf16", channels_last=True)
     assert engine_options("cpu", precision="fp32") == EngineOptions()  # --precision fp32: today's fit
     assert engine_options("cpu", channels_last=False).channels_last is False
@@ -68,7 +77,7 @@ def test_fp32_fits_are_those_of_the_plain_engine(tiny_image, monkeypatch):
     from nasdip_deap.runner import FitRunner
     from nasdip_deap.workers import torch_threads
 
-    monkeypatch.setattr(engine, "cpu_bf16_accelerated", lambda: False)
+    monkeypatch.setattr(engine, "cpu_bf16_default", lambda: False)
     task = TASKS.get("denoise").from_clean(tiny_image, {"sigma": 25}, seed=0)
     with torch_threads(1):
         plain = fit(small_arch(), task, 6, device="cpu", seed=2)
