@@ -1,8 +1,9 @@
 """DIP's own denoising benchmark: the nine colour images of the DIP paper with the published noisy inputs
 (sigma 25), restored by classical DIP (one fit, over seeds), by classical DIP at equal compute (the
-average of K fits, K chosen so its DIP work equals the search's), and by the blind-fitness search with
-the defaults a user gets (proxy search and final-fit ensemble included), beside the published DIP and
-CBM3D results.
+average of K fits, K chosen so its DIP work equals the search's) and at equal wall time, by random search
+(the same fits and final fits) and by the blind-fitness search with the defaults a user gets (proxy search
+and final-fit ensemble included), both over ``--search-seeds`` whole searches, beside the published DIP and
+CBM3D results; a paired test over images closes the table.
 
     python benchmarks/standard.py                                  # full size, the nine images (GPU)
     python benchmarks/standard.py --size 64 --iterations 500 --jobs 2 --images F16 kodim03 peppers hill baboon
@@ -84,7 +85,7 @@ def scores(image: torch.Tensor, clean: torch.Tensor) -> dict:
 
 def search_settings(args) -> dict:
     settings = {"fitness": "blind", "iterations": args.iterations, "seed": args.seed, "device": args.device,
-                "threads": 1}
+                "threads": 1}  # every other setting: the user's default (compose.SearchConfig)
     for text in args.search or ():
         key, _, value = text.partition("=")
         try:
@@ -111,8 +112,49 @@ def classical_fit(arch, task, runner, args, name: str, seed: int) -> tuple[torch
     return fit.restored, fit.seconds
 
 
+def restored_by(task, settings: dict) -> tuple[object, object, float]:
+    """(search result, restoration, wall seconds) of one whole search with ``settings`` and its final fits."""
+    started = time.perf_counter()
+    result = nasdip_deap.search(task, **settings)
+    return result, result.restore(), time.perf_counter() - started
+
+
+def work_of(result, restoration, h: int, w: int) -> float:
+    """DIP work of a search and its final fits, in whole-image iterations (proxy fits count their pixels)."""
+    return (result.totals.pixel_steps + restoration.iterations * restoration.ensemble * h * w) / (h * w)
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.pstdev(values)
+
+
+def searched_column(runs: list[tuple], clean, h: int, w: int, architectures: bool = True) -> dict:
+    """Mean +- std over search seeds of one search column, with what each seed's search spent."""
+    psnrs = [scores(restoration.image, clean) for _, restoration, _ in runs]
+    column = {"psnr": spread([p["psnr"] for p in psnrs])[0], "psnr_std": spread([p["psnr"] for p in psnrs])[1],
+              "ssim": statistics.fmean(p["ssim"] for p in psnrs), "psnr_seeds": [p["psnr"] for p in psnrs],
+              "iterations": round(statistics.fmean(work_of(r, rest, h, w) for r, rest, _ in runs)),
+              "seconds": statistics.fmean(sec for _, _, sec in runs),
+              "fits": round(statistics.fmean(r.totals.fits for r, _, _ in runs)),
+              "ensemble": runs[0][1].ensemble, "final_iterations": runs[0][1].iterations,
+              "search_fits": round(statistics.fmean(len(rest.search_fits) for _, rest, _ in runs)),
+              "final_fits_psnr": statistics.fmean(scores(rest.image, clean)["psnr"] if not rest.final_fits
+                                                  else rest.final_fits["psnr"] for _, rest, _ in runs),
+              "heldout_psnr": runs[0][1].metrics.get("heldout_psnr"),
+              "proxy": runs[0][0].search.evaluator.proxy.describe(), "seeds": len(runs)}
+    if architectures:
+        column["architecture"] = runs[0][0].best.summary()
+    return column
+
+
 def run_image(name: str, args, deadline: float | None = None) -> dict | None:
-    """Every column of one image's row; None when the run's time (``deadline``, epoch seconds) is up."""
+    """Every column of one image's row; None when the run's time (``deadline``, epoch seconds) is up.
+
+    ``searched``: the default search, over ``--search-seeds`` seeds (mean +- std). ``random``: random search
+    with the same population and generations (so the same number of fits and iterations a fit) and the same
+    final fits and restoration rule, over the same seeds. ``equal_compute``: the average of K classical fits,
+    K = the searches' mean DIP work over the per-fit budget. ``equal_time``: the average of the classical
+    fits that the searches' mean wall time pays for, at the measured seconds of a classical fit."""
     if deadline is not None and time.time() > deadline:
         return None
     torch.set_num_threads(1)
@@ -121,65 +163,98 @@ def run_image(name: str, args, deadline: float | None = None) -> dict | None:
     noisy = center_crop(load_image(noisy_path), args.size)
     task = TASKS.get("denoise").from_observation(noisy, {"sigma": 25.0}, clean=clean)
     h, w = task.output_size
-    started = time.perf_counter()
-    result = nasdip_deap.search(task, **search_settings(args))
-    restoration = result.restore()
-    searched_seconds = time.perf_counter() - started
-    totals = result.totals
-    work = (totals.pixel_steps + restoration.iterations * restoration.ensemble * h * w) / (h * w)
-    k = max(1, round(work / args.iterations))
-    runner = result.search.evaluator.runner
+    settings = search_settings(args)
+    seeds = [args.seed + i for i in range(args.search_seeds)]
+    searches = [restored_by(task, {**settings, "seed": seed}) for seed in seeds]
+    config = searches[0][0].config
+    randoms = [restored_by(task, {**settings, "seed": seed, "algorithm": "random", "population": config.population,
+                                  "generations": config.generations}) for seed in seeds] if args.random else []
+    searched = searched_column(searches, clean, h, w)
+    k = max(1, round(searched["iterations"] / args.iterations))
+    runner = searches[0][0].search.evaluator.runner
     arch = classical_dip()
     outputs, seconds = [], []
-    for seed in member_seeds(args.seed, arch, max(k, args.seeds)):
+    for seed in member_seeds(args.seed, arch, max(k, args.seeds, 1)):
+        restored, spent = classical_fit(arch, task, runner, args, name, seed)
+        outputs.append(restored)
+        seconds.append(spent)
+    fit_seconds = statistics.fmean(seconds[:args.seeds])
+    k_time = max(1, round(searched["seconds"] / fit_seconds))
+    for seed in member_seeds(args.seed, arch, k_time)[len(outputs):]:
         restored, spent = classical_fit(arch, task, runner, args, name, seed)
         outputs.append(restored)
         seconds.append(spent)
     singles = [scores(image, clean) for image in outputs[:args.seeds]]
-    equal = scores(torch.stack(outputs[:k]).mean(0), clean)
-    searched = scores(restoration.image, clean)
-    return {"image": image_name(name), "size": [h, w], "device": restoration.device,
-            "classical": {"psnr": statistics.fmean(s["psnr"] for s in singles),
-                          "psnr_std": statistics.pstdev(s["psnr"] for s in singles),
-                          "ssim": statistics.fmean(s["ssim"] for s in singles), "seeds": args.seeds,
-                          "iterations": args.iterations, "seconds": statistics.fmean(seconds[:args.seeds])},
-            "equal_compute": {**equal, "k": k, "iterations": k * args.iterations, "seconds": sum(seconds[:k])},
-            "searched": {**searched, "iterations": round(work), "seconds": searched_seconds,
-                         "architecture": result.best.summary(), "ensemble": restoration.ensemble,
-                         "fits": totals.fits, "final_iterations": restoration.iterations,
-                         "heldout_psnr": restoration.metrics.get("heldout_psnr"),
-                         "proxy": result.search.evaluator.proxy.describe(),
-                         "search_fits": len(restoration.search_fits),
-                         "final_fits_psnr": (restoration.final_fits or restoration.metrics).get("psnr")}}
+    row = {"image": image_name(name), "size": [h, w], "device": searches[0][1].device,
+           "classical": {"psnr": statistics.fmean(s["psnr"] for s in singles),
+                         "psnr_std": statistics.pstdev(s["psnr"] for s in singles),
+                         "ssim": statistics.fmean(s["ssim"] for s in singles), "seeds": args.seeds,
+                         "iterations": args.iterations, "seconds": fit_seconds},
+           "equal_compute": {**scores(torch.stack(outputs[:k]).mean(0), clean), "k": k,
+                             "iterations": k * args.iterations, "seconds": sum(seconds[:k])},
+           "equal_time": {**scores(torch.stack(outputs[:k_time]).mean(0), clean), "k": k_time,
+                          "iterations": k_time * args.iterations, "seconds": sum(seconds[:k_time])},
+           "searched": searched}
+    if randoms:
+        row["random"] = searched_column(randoms, clean, h, w)
+    return row
+
+
+def paired(rows: list[dict], a: str, b: str) -> str:
+    """Column ``a`` minus column ``b`` over images: mean +- std of the per-image differences, and the
+    two-sided Wilcoxon signed-rank p-value (scipy) where there are 5 images or more."""
+    diffs = [r[a]["psnr"] - r[b]["psnr"] for r in rows if a in r and b in r]
+    if not diffs:
+        return "—"
+    text = f"{statistics.fmean(diffs):+.2f} ± {statistics.pstdev(diffs):.2f} dB over {len(diffs)} images"
+    if len(diffs) >= 5 and any(diffs):
+        from scipy.stats import wilcoxon
+
+        text += f", Wilcoxon p = {wilcoxon(diffs).pvalue:.3f}"
+    return text + f", {sum(d < -0.2 for d in diffs)} below -0.2 dB"
 
 
 def markdown(rows: list[dict], args, reference: dict) -> str:
     full = args.size is None
+    random_col = any("random" in r for r in rows)
     lines = ["| image | size | published DIP | published CBM3D | classical, 1 fit | classical, equal compute (K) "
-             "| searched | searched - 1 fit | searched - equal | DIP iterations (1 fit / equal / searched) "
-             "| wall s (1 fit / equal / searched) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| classical, equal time (K) | random search | searched | searched - equal | searched - random "
+             "| DIP iterations (1 fit / equal / searched) | wall s (1 fit / equal / random / searched) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         pub = reference.get(r["image"], {}) if full else {}
-        c, e, s = r["classical"], r["equal_compute"], r["searched"]
+        c, e, t, s = r["classical"], r["equal_compute"], r["equal_time"], r["searched"]
+        rnd = r.get("random")
         lines.append(
             f"| {r['image']} | {r['size'][1]}x{r['size'][0]} | {pub.get('dip', '—')} | {pub.get('cbm3d', '—')} | "
-            f"{c['psnr']:.2f}±{c['psnr_std']:.2f} / {c['ssim']:.3f} | {e['psnr']:.2f} / {e['ssim']:.3f} ({e['k']}) | "
-            f"{s['psnr']:.2f} / {s['ssim']:.3f} | {s['psnr'] - c['psnr']:+.2f} | {s['psnr'] - e['psnr']:+.2f} | "
-            f"{c['iterations']:,} / {e['iterations']:,} / {s['iterations']:,} | "
-            f"{c['seconds']:.0f} / {e['seconds']:.0f} / {s['seconds']:.0f} |")
+            f"{c['psnr']:.2f}±{c['psnr_std']:.2f} | {e['psnr']:.2f} ({e['k']}) | {t['psnr']:.2f} ({t['k']}) | "
+            + (f"{rnd['psnr']:.2f}±{rnd['psnr_std']:.2f} | " if rnd else "— | ")
+            + f"**{s['psnr']:.2f}±{s['psnr_std']:.2f}** | {s['psnr'] - e['psnr']:+.2f} | "
+            + (f"{s['psnr'] - rnd['psnr']:+.2f} | " if rnd else "— | ")
+            + f"{c['iterations']:,} / {e['iterations']:,} / {s['iterations']:,} | "
+            f"{c['seconds']:.0f} / {e['seconds']:.0f} / {rnd['seconds'] if rnd else float('nan'):.0f} / "
+            f"{s['seconds']:.0f} |")
     if rows:
-        mean = {col: statistics.fmean(r[col]["psnr"] for r in rows) for col in ("classical", "equal_compute", "searched")}
+        cols = ["classical", "equal_compute", "equal_time"] + (["random"] if random_col else []) + ["searched"]
+        mean = {col: statistics.fmean(r[col]["psnr"] for r in rows if col in r) for col in cols}
         pubs = [reference[r["image"]] for r in rows if r["image"] in reference] if full else []
         dip = f"{statistics.fmean(p['dip'] for p in pubs):.2f}" if len(pubs) == len(rows) and pubs else "—"
         cbm = f"{statistics.fmean(p['cbm3d'] for p in pubs):.2f}" if len(pubs) == len(rows) and pubs else "—"
         lines.append(f"| **mean** | | {dip} | {cbm} | {mean['classical']:.2f} | {mean['equal_compute']:.2f} | "
-                     f"**{mean['searched']:.2f}** | {mean['searched'] - mean['classical']:+.2f} | "
-                     f"{mean['searched'] - mean['equal_compute']:+.2f} | | |")
+                     f"{mean['equal_time']:.2f} | {mean['random']:.2f} | " if random_col else
+                     f"| **mean** | | {dip} | {cbm} | {mean['classical']:.2f} | {mean['equal_compute']:.2f} | "
+                     f"{mean['equal_time']:.2f} | — | ")
+        lines[-1] += (f"**{mean['searched']:.2f}** | {mean['searched'] - mean['equal_compute']:+.2f} | "
+                      + (f"{mean['searched'] - mean['random']:+.2f}" if random_col else "—") + " | | |")
+        lines.append("")
+        lines.append(f"Paired over images: searched - equal compute {paired(rows, 'searched', 'equal_compute')}; "
+                     f"searched - equal time {paired(rows, 'searched', 'equal_time')}"
+                     + (f"; searched - random {paired(rows, 'searched', 'random')}" if random_col else "") + ".")
     device = rows[0]["device"] if rows else args.device
     lines.append("")
     lines.append(f"Device {device} ({machine(device)}), torch {torch.__version__}, one thread per fit, "
-                 f"{args.iterations} iterations per fit, seed {args.seed}"
+                 f"{args.iterations} iterations per fit, search seeds {args.seed}..{args.seed + args.search_seeds - 1} "
+                 f"(searched and random: mean ± std over them), classical single fits over {args.seeds} seeds"
                  + (f", centre crops of {args.size} px" if args.size else ", whole images")
                  + (f"; search settings {' '.join(args.search)}" if args.search else "; search: the defaults") + ".")
     return "\n".join(lines)
@@ -202,6 +277,10 @@ def parse_args(argv=None):
     parser.add_argument("--iterations", type=positive_int, default=3000,
                         help="DIP iterations per fit, every column (default 3000, the reference at full size)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="classical single fits (default 3)")
+    parser.add_argument("--search-seeds", type=positive_int, default=3,
+                        help="whole searches per image, seeds --seed, --seed+1, ... (default 3)")
+    parser.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
+                        help="the random-search column: the same fits and final fits (default on)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--jobs", type=positive_int, default=1, help="images restored at once (processes)")
@@ -245,10 +324,11 @@ def main(argv=None) -> list[dict]:
             print(f"{args.images[index]}: not started, the --deadline had passed", flush=True)
             return
         rows[index] = row
+        random_text = f", random {row['random']['psnr']:.2f}" if "random" in row else ""
         print(f"{row['image']}: classical {row['classical']['psnr']:.2f}, equal compute (K={row['equal_compute']['k']}) "
-              f"{row['equal_compute']['psnr']:.2f}, searched {row['searched']['psnr']:.2f} (with "
-              f"{row['searched']['search_fits']} search fits; its final fits alone "
-              f"{row['searched']['final_fits_psnr']:.2f})", flush=True)
+              f"{row['equal_compute']['psnr']:.2f}, equal time (K={row['equal_time']['k']}) "
+              f"{row['equal_time']['psnr']:.2f}{random_text}, searched {row['searched']['psnr']:.2f} ± "
+              f"{row['searched']['psnr_std']:.2f} over {row['searched']['seeds']} seeds", flush=True)
         save([rows[i] for i in sorted(rows)], args, out, reference)
 
     if args.jobs <= 1:

@@ -36,18 +36,28 @@ def pairs(tmp_path):
 
 def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
     rows = standard.main(["--data", str(pairs), "--images", "one", "two", "--iterations", "5", "--seeds", "2",
-                          "--search", "population=2", "--search", "generations=1", "--search", "levels=3",
-                          "--out", str(tmp_path / "out")])
+                          "--search-seeds", "2", "--search", "population=2", "--search", "generations=1",
+                          "--search", "levels=3", "--out", str(tmp_path / "out")])
     assert [r["image"] for r in rows] == ["one", "two"]
     for row in rows:
         assert row["size"] == [36, 40]
-        searched, equal = row["searched"], row["equal_compute"]
+        searched, equal, timed, rnd = row["searched"], row["equal_compute"], row["equal_time"], row["random"]
         assert equal["k"] == max(1, round(searched["iterations"] / 5)) and equal["iterations"] == 5 * equal["k"]
         assert searched["iterations"] >= 5 * (searched["fits"] + 1)  # search fits and the final fit
-        assert all(0 < row[c]["psnr"] < 60 and 0 < row[c]["ssim"] <= 1 for c in ("classical", "equal_compute"))
+        # the equal-time column's K follows the measured seconds: the searches' wall time over a classical fit's
+        assert timed["k"] == max(1, round(searched["seconds"] / row["classical"]["seconds"]))
+        # random search: the same fits of the same budget and the same final fits as the search
+        assert rnd["fits"] == 2 * 2 and rnd["seeds"] == searched["seeds"] == 2
+        assert rnd["iterations"] == 5 * (rnd["fits"] + rnd["ensemble"]) and rnd["ensemble"] == searched["ensemble"]
+        if searched["fits"] == rnd["fits"]:  # no duplicate the search could not vary away
+            assert rnd["iterations"] == searched["iterations"]
+        assert len(searched["psnr_seeds"]) == 2 and searched["psnr_std"] >= 0
+        assert all(0 < row[c]["psnr"] < 60 and 0 < row[c]["ssim"] <= 1
+                   for c in ("classical", "equal_compute", "equal_time", "random", "searched"))
         assert row["classical"]["seeds"] == 2 and searched["ensemble"] >= 1
     table = (tmp_path / "out" / "table.md").read_text()
     assert "| one | 40x36 |" in table and "**mean**" in table and "search settings population=2" in table
+    assert "Paired over images: searched - equal compute" in table and "searched - random" in table
     assert json.loads((tmp_path / "out" / "table.json").read_text())["rows"] == rows
 
 
