@@ -193,9 +193,12 @@ def part_label(part) -> str:
     return name + (":" + ",".join(f"{k}={v}" for k, v in info.items()) if info else "")
 
 
-def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None = None) -> Search:
+def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None = None,
+                 evaluator_class=Evaluator) -> Search:
     """A ready-to-run ``Search`` of ``config`` on ``task`` (its toolbox maps serially until a backend's
-    ``map`` is registered, see ``start_backend``). ``search.operators`` holds the resolved operators."""
+    ``map`` is registered, see ``start_backend``). ``search.operators`` holds the resolved operators.
+    ``evaluator_class`` builds the fitness strategy from the same arguments as ``Evaluator`` (a subclass
+    that scores without fitting, for example: benchmarks/surrogate.py)."""
     from .operators import bind_operator
 
     spec = GenomeSpec(levels=config.levels, evolve_iterations=config.evolve_iterations)
@@ -206,8 +209,8 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     settings = FitnessSettings(mode=config.fitness, iterations=config.iterations, holdout=config.holdout,
                                seed=config.seed, objectives=objectives, timeout=config.eval_timeout,
                                early_stop=patience_for(fidelity, config.early_stop), fidelity=part_label(fidelity))
-    evaluator = Evaluator(spec, task, settings, runner or config.runner(), proxy,
-                          keep_outputs=config.search_fits > 0)
+    evaluator = evaluator_class(spec, task, settings, runner or config.runner(), proxy,
+                                keep_outputs=config.search_fits > 0)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
     operators = {
         "crossover": bind_operator(toolbox, "mate", config.crossover, "crossover", spec),

@@ -1,0 +1,241 @@
+"""How well algorithms and operators search, over many seeds, in seconds: a grid of (algorithm, crossover,
+mutation) cells run on the recorded problems of ``recorded.py`` through the product's search loop, each fit
+answered by the recorded table or its surrogate (``surrogate.py``), so that one search takes a fraction of a
+second. After COCO and IOHprofiler: best-so-far blind fitness (and the true PSNR of the best-so-far
+architecture) against the number of distinct fits, as a median with the interquartile band; the fits needed
+to reach targets (the 90th and 99th percentile of the recorded fitnesses, and the best recorded), as an ECDF;
+and a table with the area under the curve and a rank test of every cell against the default.
+
+    python benchmarks/search_effectiveness.py --seeds 20 --out runs/effectiveness          # every problem
+    python benchmarks/search_effectiveness.py --real --seeds 3 --problems denoise-chelsea-32  # real DIP fits
+
+The grid varies one factor of the default at a time (every registered crossover, then every mutation, then
+the algorithms ga, mu-plus-lambda and random), defaults first. ``--real`` runs the same grid with real fits
+at the problem's settings, to check that the surrogate's verdicts hold.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench_args import positive_int
+from recorded import FOLDER, PROBLEMS, load
+from surrogate import Surrogate, SurrogateEvaluator
+from nasdip_deap.compose import SearchConfig, build_search, make_algorithm
+from nasdip_deap.errors import UserError
+from nasdip_deap.fitness import Evaluator
+from nasdip_deap.registry import OPERATORS
+
+DEFAULTS = SearchConfig()
+DEFAULT_CELL = (DEFAULTS.algorithm, DEFAULTS.crossover, DEFAULTS.mutation)
+
+
+def grid(algorithms=("ga", "mu-plus-lambda", "random")) -> list[tuple[str, str, str]]:
+    """The default cell first, then one factor changed at a time."""
+    algorithm, crossover, mutation = DEFAULT_CELL
+    cells = [DEFAULT_CELL]
+    cells += [(algorithm, c, mutation) for c in OPERATORS.names("crossover") if c != crossover]
+    cells += [(algorithm, crossover, m) for m in OPERATORS.names("mutation") if m != mutation]
+    cells += [(a, crossover, mutation) for a in algorithms if a != algorithm]
+    return cells
+
+
+def label(cell: tuple[str, str, str]) -> str:
+    algorithm, crossover, mutation = cell
+    return algorithm if algorithm == "random" else f"{algorithm} {crossover} {mutation}"
+
+
+def trajectory(search) -> tuple[list[float], list[float | None]]:
+    """Best-so-far blind fitness after each distinct fit, and the true PSNR of the best-so-far architecture."""
+    best, best_psnr, curve, psnr = -math.inf, None, [], []
+    for record in search.cache.values():  # insertion order: the order fits came back
+        quality = record["fitness"][0] if record["error"] is None else -math.inf
+        if quality > best:
+            best, best_psnr = quality, record["metrics"].get("psnr")
+        curve.append(best)
+        psnr.append(best_psnr)
+    return curve, psnr
+
+
+def run_cell(problem, cell, seed: int, args, evaluator_class) -> dict:
+    algorithm, crossover, mutation = cell
+    config = problem.config(algorithm=algorithm, crossover=crossover, mutation=mutation, seed=seed,
+                            population=args.population, generations=args.generations)
+    started = time.perf_counter()
+    search = build_search(config, problem.make_task(), evaluator_class=evaluator_class).run()
+    curve, psnr = trajectory(search)
+    return {"cell": label(cell), "seed": seed, "curve": curve, "psnr": psnr, "seconds": time.perf_counter() - started,
+            "fits": len(curve), "predicted": sum(bool(r.get("surrogate")) for r in search.cache.values())}
+
+
+def fits_to_reach(curve: list[float], target: float) -> float:
+    """Distinct fits until the best-so-far reaches ``target`` (inf when it never does)."""
+    return next((i + 1 for i, value in enumerate(curve) if value >= target), math.inf)
+
+
+def padded(curves: list[list[float]], length: int) -> np.ndarray:
+    return np.array([c + [c[-1]] * (length - len(c)) if c else [np.nan] * length for c in curves], dtype=float)
+
+
+def summarise(problem_name: str, runs: list[dict], recorded_fitness: list[float]) -> dict:
+    """Per cell: median and IQR curves, fits to each target, area under the curve, a rank test vs default."""
+    from scipy.stats import mannwhitneyu
+
+    targets = {"p90": float(np.percentile(recorded_fitness, 90)), "p99": float(np.percentile(recorded_fitness, 99)),
+               "best": float(max(recorded_fitness))}
+    length = max(r["fits"] for r in runs)
+    cells = list(dict.fromkeys(r["cell"] for r in runs))
+    out = {"problem": problem_name, "targets": targets, "fits": length, "cells": {}}
+    for cell in cells:
+        mine = [r for r in runs if r["cell"] == cell]
+        curves = padded([r["curve"] for r in mine], length)
+        psnr = [r["psnr"][-1] for r in mine if r["psnr"] and r["psnr"][-1] is not None]
+        out["cells"][cell] = {
+            "seeds": len(mine), "median": np.median(curves, 0).tolist(),
+            "q25": np.percentile(curves, 25, 0).tolist(), "q75": np.percentile(curves, 75, 0).tolist(),
+            "auc": [float(np.mean(c)) for c in curves], "final": [float(c[-1]) for c in curves],
+            "final_psnr": psnr, "reach": {t: [fits_to_reach(r["curve"], v) for r in mine] for t, v in targets.items()},
+            "seconds": statistics.median(r["seconds"] for r in mine),
+            "predicted_share": sum(r["predicted"] for r in mine) / max(1, sum(r["fits"] for r in mine))}
+    default = out["cells"][cells[0]]
+    for cell in cells[1:]:
+        mine = out["cells"][cell]
+        mine["p_auc"] = float(mannwhitneyu(mine["auc"], default["auc"]).pvalue) if len(mine["auc"]) > 1 else None
+    return out
+
+
+def _median_fits(values: list[float]) -> str:
+    finite = sorted(values)
+    m = statistics.median(finite)
+    reached = sum(math.isfinite(v) for v in values)
+    return f"{m:.0f} ({reached}/{len(values)})" if math.isfinite(m) else f"never ({reached}/{len(values)})"
+
+
+def markdown(summary: dict, mode: str) -> str:
+    t = summary["targets"]
+    lines = [f"### {summary['problem']} ({mode}; targets: p90 {t['p90']:.2f}, p99 {t['p99']:.2f}, best {t['best']:.2f} "
+             f"dB blind)", "",
+             "| cell | seeds | AUC (median) | final best blind (median) | true PSNR of it (median) | fits to p90 | "
+             "fits to p99 | fits to best | p vs default (AUC) | s / search |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for name, c in summary["cells"].items():
+        p = c.get("p_auc")
+        sig = "—" if p is None else (f"**{p:.3f}**" if p < 0.05 else f"{p:.3f}")
+        psnr = f"{statistics.median(c['final_psnr']):.2f}" if c["final_psnr"] else "—"
+        lines.append(f"| {name} | {c['seeds']} | {statistics.median(c['auc']):.3f} | {statistics.median(c['final']):.3f} | "
+                     f"{psnr} | {_median_fits(c['reach']['p90'])} | {_median_fits(c['reach']['p99'])} | "
+                     f"{_median_fits(c['reach']['best'])} | {sig} | {c['seconds']:.2f} |")
+    lines.append("")
+    lines.append("AUC: the mean best-so-far blind fitness over the fits; fits to a target: median over seeds (seeds "
+                 "that reached it / seeds); p: two-sided Mann-Whitney U of the cell's AUCs against the default's "
+                 "(bold below 0.05).")
+    return "\n".join(lines)
+
+
+def figures(summary: dict, folder: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (curves, ecdf) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for name, c in summary["cells"].items():
+        x = np.arange(1, len(c["median"]) + 1)
+        line, = curves.plot(x, c["median"], label=name, lw=2 if name == next(iter(summary["cells"])) else 1)
+        curves.fill_between(x, c["q25"], c["q75"], color=line.get_color(), alpha=0.15)
+        reach = sorted(c["reach"]["p90"])
+        ecdf.step([v for v in reach if math.isfinite(v)], [(i + 1) / len(reach) for i, v in enumerate(reach)
+                                                             if math.isfinite(v)], where="post", color=line.get_color())
+    curves.set(xlabel="distinct fits", ylabel="best-so-far blind fitness (dB)",
+               title=f"{summary['problem']}: median and IQR over seeds")
+    curves.legend(fontsize=7)
+    ecdf.set(xlabel="distinct fits", ylabel="share of seeds", xlim=(0, summary["fits"] + 1), ylim=(0, 1.02),
+             title=f"fits to reach the 90th percentile ({summary['targets']['p90']:.2f} dB)")
+    fig.tight_layout()
+    path = folder / f"{summary['problem']}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
+def evaluator_for(problem, real: bool, folder):
+    """The fitness strategy of a problem: the recorded table and its surrogate, or real fits."""
+    if real:
+        return Evaluator
+    entries = load(problem.name, folder)
+    if len(entries) < 10:
+        raise UserError(f"recorded problem {problem.name!r} has {len(entries)} entries; build it first "
+                        f"(python benchmarks/build_recorded.py)")
+    spec = problem.evaluator().spec
+    return functools.partial(SurrogateEvaluator, table=entries, surrogate=Surrogate(spec).fit(entries))
+
+
+def run(args) -> list[dict]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mode = "real fits" if args.real else "recorded table + surrogate"
+    summaries, tables = [], []
+    for name in args.problems:
+        problem = PROBLEMS[name]
+        evaluator_class = evaluator_for(problem, args.real, args.folder)
+        recorded_fitness = [e["fitness"][0] for e in load(name, args.folder)] or None
+        runs = []
+        started = time.perf_counter()
+        for cell in args.cells:
+            for seed in range(args.seeds):
+                runs.append(run_cell(problem, cell, seed, args, evaluator_class))
+        if recorded_fitness is None:  # real mode without a recorded table: targets from this run's own fits
+            recorded_fitness = [v for r in runs for v in r["curve"]]
+        summary = summarise(name, runs, recorded_fitness)
+        summary["grid_seconds"] = time.perf_counter() - started
+        summaries.append(summary)
+        tables.append(markdown(summary, mode))
+        figures(summary, out)
+        print(tables[-1], f"\n\ngrid: {len(runs)} searches in {summary['grid_seconds']:.1f} s", flush=True)
+    (out / "table.md").write_text("\n\n".join(tables) + "\n")
+    (out / "summary.json").write_text(json.dumps({"settings": {k: v for k, v in vars(args).items() if k != "cells"},
+                                                  "cells": [label(c) for c in args.cells], "mode": mode,
+                                                  "problems": summaries}, indent=1, default=str))
+    return summaries
+
+
+def parse_cell(text: str) -> tuple[str, str, str]:
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"a cell is ALGORITHM,CROSSOVER,MUTATION, got {text!r}")
+    return tuple(parts)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
+    parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="ALGORITHM,CROSSOVER,MUTATION",
+                        help="cells to run (default: the default, then one factor changed at a time)")
+    parser.add_argument("--seeds", type=positive_int, default=20, help="searches per cell (default 20)")
+    parser.add_argument("--population", type=positive_int, default=DEFAULTS.population)
+    parser.add_argument("--generations", type=positive_int, default=DEFAULTS.generations)
+    parser.add_argument("--real", action="store_true", help="real DIP fits at the problem's settings")
+    parser.add_argument("--out", default="runs/effectiveness", help="folder of table.md, summary.json, figures")
+    parser.add_argument("--folder", default=str(FOLDER), help="the recorded problems' files (default benchmarks/recorded)")
+    args = parser.parse_args(argv)
+    args.cells = args.cells or grid()
+    try:
+        for cell in args.cells:  # refuse a bad name before any search runs
+            make_algorithm(cell[0], DEFAULTS.cxpb, DEFAULTS.mutpb, None)
+            OPERATORS.entry(cell[1]), OPERATORS.entry(cell[2])
+        run(args)
+    except UserError as exc:
+        parser.exit(2, f"search_effectiveness.py: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""A surrogate of a recorded problem: decoded-architecture features to blind fitness (and true PSNR), fitted
+with scikit-learn (the ``bench`` extra), validated on held-out architectures, and served as a fitness strategy:
+``SurrogateEvaluator`` is the product's ``Evaluator`` with the fit replaced by a lookup (a genome the table
+holds) or a prediction, so any algorithm and operator runs on it unchanged through the normal toolbox and
+loop, and one search takes well under a second.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+
+import numpy as np
+
+from nasdip_deap.architecture import Architecture
+from nasdip_deap.errors import UserError
+from nasdip_deap.fitness import Evaluator
+from nasdip_deap.genome import ACTIVATIONS, GenomeSpec
+
+
+def _sklearn():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise UserError("the surrogate needs scikit-learn: pip install -e '.[bench]'") from None
+
+
+def conv_weights(arch: Architecture) -> int:
+    """The convolution weights of the network, counted from the architecture as ``network.DIPNet`` wires it
+    (a feature: building the network to count its parameters costs tens of milliseconds)."""
+    inputs = [arch.input_depth] + [e.channels for e in arch.encoders]
+    total = 0
+    for n, enc in enumerate(arch.encoders):
+        total += enc.kernel ** 2 * inputs[n] * enc.channels + (enc.kernel ** 2 * enc.channels ** 2 if enc.second_conv else 0)
+    for s in arch.skips:
+        total += inputs[s.source] * s.channels
+    for m, dec in enumerate(arch.decoders):
+        deeper = arch.decoders[m + 1].channels if m + 1 < arch.levels else arch.encoders[-1].channels
+        total += dec.kernel ** 2 * (deeper + sum(s.channels for s in arch.skips_into(m))) * dec.channels
+        total += dec.channels ** 2 if dec.conv1x1 else 0
+    return total + arch.decoders[0].channels * 3
+
+
+def features(arch: Architecture) -> list[float]:
+    """Numbers a model can split on: per level the encoder's and decoder's width (log2), kernel and options,
+    the skip channels arriving there; then the meta-parameters and the convolution weights (log10)."""
+    row: list[float] = []
+    for level, (enc, dec) in enumerate(zip(arch.encoders, arch.decoders)):
+        skips = arch.skips_into(level)
+        row += [math.log2(enc.channels), enc.kernel, enc.downsample == "avg", enc.second_conv,
+                math.log2(dec.channels), dec.kernel, dec.upsample == "bilinear", dec.conv1x1,
+                math.log2(1 + sum(s.channels for s in skips)), len(skips)]
+    row += [math.log10(arch.learning_rate), arch.input_depth, arch.reg_noise_std,
+            *[arch.activation == a for a in ACTIVATIONS], arch.iterations_fraction or 1.0,
+            math.log10(conv_weights(arch)), len(arch.skips)]
+    return [float(v) for v in row]
+
+
+def matrix(entries: list[dict], spec: GenomeSpec) -> np.ndarray:
+    return np.array([features(spec.decode(e["bits"])) for e in entries])
+
+
+class Surrogate:
+    """Two regressors over ``features``: blind fitness and true PSNR (the latter is recorded, never
+    searched on). ``model`` is a scikit-learn regressor: gradient-boosting (histogram gradient boosting, the
+    default: about a millisecond a prediction) or random-forest (docs/benchmarking.md compares them)."""
+
+    MODELS = ("gradient-boosting", "random-forest")
+
+    def __init__(self, spec: GenomeSpec, model: str = "gradient-boosting", seed: int = 0):
+        _sklearn()
+        if model not in self.MODELS:
+            raise UserError(f"unknown surrogate model {model!r}; valid: {', '.join(self.MODELS)}")
+        self.spec, self.model, self.seed = spec, model, seed
+        self.models: dict[str, object] = {}
+        # one OpenMP thread in this process from here on: a prediction is a few small trees, where a thread
+        # team costs far more than it saves (and benchmark searches run one per core); limiting per call
+        # costs 15 ms a call
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="openmp")
+
+    def _regressor(self):
+        from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+
+        if self.model == "gradient-boosting":
+            return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, min_samples_leaf=5,
+                                                 random_state=self.seed)
+        return RandomForestRegressor(n_estimators=100, min_samples_leaf=2, n_jobs=1, random_state=self.seed)
+
+    def fit(self, entries: list[dict]) -> "Surrogate":
+        x = matrix(entries, self.spec)
+        for target, values in (("fitness", [e["fitness"][0] for e in entries]),
+                               ("psnr", [e["metrics"].get("psnr", math.nan) for e in entries])):
+            y = np.array(values, dtype=float)
+            known = np.isfinite(y)
+            if known.sum() >= 2:
+                self.models[target] = self._regressor().fit(x[known], y[known])
+        return self
+
+    def predict(self, bits_list: list, target: str = "fitness") -> np.ndarray:
+        return self.models[target].predict(np.array([features(self.spec.decode(b)) for b in bits_list]))
+
+
+def validation(entries: list[dict], spec: GenomeSpec, model: str = "gradient-boosting", heldout: float = 0.25,
+               seed: int = 0) -> dict:
+    """Fit on a random share of the entries, score the rest: Spearman and Kendall tau of predicted against
+    recorded blind fitness, and how many of the predicted top 10 % are in the recorded top 10 %."""
+    from scipy.stats import kendalltau, spearmanr
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(entries))
+    cut = max(2, int(round(len(entries) * (1 - heldout))))
+    train, test = [entries[i] for i in order[:cut]], [entries[i] for i in order[cut:]]
+    if len(test) < 5:
+        raise UserError(f"too few entries to validate a surrogate ({len(entries)})")
+    started = time.perf_counter()
+    surrogate = Surrogate(spec, model, seed).fit(train)
+    fit_seconds = time.perf_counter() - started
+    truth = np.array([e["fitness"][0] for e in test])
+    predicted = surrogate.predict([e["bits"] for e in test])
+    top = max(1, len(test) // 10)
+    top_true = set(np.argsort(-truth)[:top])
+    top_predicted = set(np.argsort(-predicted)[:top])
+    return {"model": model, "train": len(train), "test": len(test), "fit_seconds": fit_seconds,
+            "spearman": float(spearmanr(truth, predicted).statistic),
+            "kendall": float(kendalltau(truth, predicted).statistic),
+            "top10": len(top_true & top_predicted) / top}
+
+
+class SurrogateEvaluator(Evaluator):
+    """The product's evaluator of a recorded problem, without fits: a genome whose architecture the table
+    holds gets its recorded record (fitness, true PSNR, parameters, fit seconds); any other gets the
+    surrogate's prediction (marked ``"surrogate": true``). Everything else (cache keys, the search loop's
+    bookkeeping, hooks) is the real evaluator's, so algorithms and operators run on it unchanged."""
+
+    def __init__(self, *args, table: list[dict], surrogate: Surrogate | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = {e["key"]: e for e in table}
+        self.surrogate = surrogate
+        self.mean_seconds = statistics.fmean(e["seconds"] for e in table) if table else 0.0
+
+    def record(self, bits, iterations=None, reference_curve=None, curve_margin=1.0, replicate=0, curve_warmup=0.25):
+        rec, arch = self._start_record(bits, None, replicate)
+        known = self.table.get(arch.key())
+        if known is not None:
+            quality, psnr, seconds, parameters = (known["fitness"][0], known["metrics"].get("psnr"),
+                                                  known["seconds"], known["parameters"])
+        elif self.surrogate is not None:
+            quality = float(self.surrogate.predict([bits])[0])
+            psnr = float(self.surrogate.predict([bits], "psnr")[0]) if "psnr" in self.surrogate.models else None
+            seconds, parameters = self.mean_seconds, None
+        else:
+            raise UserError(f"architecture {arch.key()} is not in the recorded table and no surrogate was given")
+        parameters = parameters or conv_weights(arch)  # an unrecorded architecture: its convolution weights
+        values = {"quality": quality, "parameters": float(parameters), "fit_seconds": seconds}
+        metrics = {"heldout_psnr": quality, **({"psnr": psnr} if psnr is not None else {})}
+        rec.update(fitness=[values[o] for o in self.settings.objectives],
+                   objectives={o: values[o] for o in self.settings.objectives}, metrics=metrics,
+                   parameters=parameters, iterations=self.iterations_for(arch), seconds=seconds,
+                   device="surrogate", precision=self.runner.options.precision, error=None, failure=None,
+                   stopped_early=False, best_step=None, curve=[], pixel_steps=0, duration=0.0,
+                   surrogate=known is None)
+        return rec

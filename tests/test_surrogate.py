@@ -1,0 +1,106 @@
+"""The surrogate of a recorded problem (benchmarks/surrogate.py) and the search-effectiveness grid
+(benchmarks/search_effectiveness.py), on a synthetic table whose fitness is a known function of the
+architecture, so the checks do not depend on what a real fit scores on this CPU."""
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib
+import json
+import random
+
+import pytest
+
+pytest.importorskip("sklearn", reason="the surrogate needs the bench extra: pip install -e '.[bench]'")
+
+recorded = importlib.import_module("recorded")
+surrogate = importlib.import_module("surrogate")
+effectiveness = importlib.import_module("search_effectiveness")
+
+from nasdip_deap.compose import build_search  # noqa: E402
+
+TINY = recorded.Problem("tiny-synthetic", "denoise", "astronaut", 16, 4, {"sigma": 25.0}, holdout=0.25, levels=3)
+
+
+def synthetic_table(n: int = 240, seed: int = 0) -> list[dict]:
+    """Distinct architectures scored by a smooth function of their features (wider, more skips: better),
+    with a little noise: a table a model can learn and a search can climb."""
+    spec = TINY.evaluator().spec
+    rng, entries, seen = random.Random(seed), [], set()
+    while len(entries) < n:
+        bits = spec.random_bits(rng)
+        arch = spec.decode(bits)
+        if arch.key() in seen:
+            continue
+        seen.add(arch.key())
+        x = surrogate.features(arch)
+        quality = 15 + 0.4 * sum(x[0:40:10]) + 0.8 * len(arch.skips) + rng.gauss(0, 0.2)
+        entries.append({"key": arch.key(), "bits": bits, "fitness": [quality],
+                        "metrics": {"heldout_psnr": quality, "psnr": quality + 5}, "parameters": 1000 + len(entries),
+                        "seconds": 1.0, "iterations": 4, "error": None, "source": "random"})
+    return entries
+
+
+@pytest.fixture(scope="module")
+def table():
+    return synthetic_table()
+
+
+def test_the_surrogate_ranks_held_out_architectures(table):
+    spec = TINY.evaluator().spec
+    for model in surrogate.Surrogate.MODELS:
+        row = surrogate.validation(table, spec, model=model, heldout=0.25, seed=1)
+        assert row["test"] == 60 and row["train"] == 180
+        assert row["kendall"] > 0.5 and row["spearman"] > 0.6 and row["top10"] >= 0.3, row
+
+
+def test_any_algorithm_runs_on_the_surrogate_through_the_normal_loop(table):
+    spec = TINY.evaluator().spec
+    model = surrogate.Surrogate(spec).fit(table)
+    strategy = functools.partial(surrogate.SurrogateEvaluator, table=table, surrogate=model)
+    known = {e["key"]: e for e in table}
+    for algorithm in ("ga", "mu-plus-lambda", "random", "nsga2"):
+        search = build_search(TINY.config(algorithm=algorithm, population=6, generations=3, seed=2),
+                              TINY.make_task(), evaluator_class=strategy).run()
+        records = list(search.cache.values())
+        assert len(records) >= 6 and all(r["error"] is None for r in records)
+        for r in records:  # a recorded architecture gets its record; any other the surrogate's prediction
+            if r["key"] in known:
+                assert r["fitness"][0] == known[r["key"]]["fitness"][0] and not r["surrogate"]
+            else:
+                assert r["surrogate"] and r["fitness"][0] == pytest.approx(float(model.predict([r["bits"]])[0]))
+        assert search.best() is not None
+
+
+def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch):
+    monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
+    folder = tmp_path / "recorded"
+    folder.mkdir()
+    with gzip.open(TINY.path(folder), "wt") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in table))
+    out = tmp_path / "out"
+    cells = ["ga,two-point,flip-bit", "ga,uniform,flip-bit", "random,two-point,flip-bit"]
+    assert effectiveness.main(["--problems", TINY.name, "--folder", str(folder), "--seeds", "3", "--cells", *cells,
+                               "--population", "4", "--generations", "2", "--out", str(out)]) == 0
+    text = (out / "table.md").read_text()
+    assert "| ga two-point flip-bit | 3 |" in text and "| random | 3 |" in text and "p vs default" in text
+    assert (out / f"{TINY.name}.png").stat().st_size > 1000
+    summary = json.loads((out / "summary.json").read_text())["problems"][0]
+    for cell in summary["cells"].values():
+        assert all(len(c) == summary["fits"] for c in (cell["median"], cell["q25"], cell["q75"]))
+        assert all(a <= b for a, b in zip(cell["median"], cell["median"][1:]))  # best-so-far never drops
+        assert cell["seeds"] == 3
+    assert summary["targets"]["p90"] <= summary["targets"]["p99"] <= summary["targets"]["best"]
+
+
+def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
+    for argv, needle in ((["--cells", "ga,nope,flip-bit"], "unknown operator 'nope'"),
+                         (["--cells", "ga:foo=1,two-point,flip-bit"], "takes no parameter 'foo'"),
+                         ([], "has 0 entries; build it first")):
+        with pytest.raises(SystemExit) as refused:
+            effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--seeds", "1",
+                                "--out", str(tmp_path / "out"), *argv])
+        assert refused.value.code == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
