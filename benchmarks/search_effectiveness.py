@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
 import json
 import math
 import statistics
@@ -225,7 +226,15 @@ def main(argv=None) -> int:
     parser.add_argument("--real", action="store_true", help="real DIP fits at the problem's settings")
     parser.add_argument("--out", default="runs/effectiveness", help="folder of table.md, summary.json, figures")
     parser.add_argument("--folder", default=str(FOLDER), help="the recorded problems' files (default benchmarks/recorded)")
+    parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (a file of your own operators or algorithms that registers them)")
     args = parser.parse_args(argv)
+    for module in args.modules:
+        sys.path.insert(0, ".")
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            parser.exit(2, f"search_effectiveness.py: error: cannot import {module!r}: {exc}\n")
     args.cells = args.cells or grid()
     try:
         for cell in args.cells:  # refuse a bad name before any search runs

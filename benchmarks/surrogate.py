@@ -162,3 +162,37 @@ class SurrogateEvaluator(Evaluator):
                    stopped_early=False, best_step=None, curve=[], pixel_steps=0, duration=0.0,
                    surrogate=known is None)
         return rec
+
+
+def main(argv=None) -> int:
+    """``python benchmarks/surrogate.py``: the validation table of every recorded problem, both models."""
+    import argparse
+
+    from recorded import FOLDER, PROBLEMS, load
+
+    parser = argparse.ArgumentParser(description="validate the surrogate of each recorded problem")
+    parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
+    parser.add_argument("--heldout", type=float, default=0.25, help="share of entries held out (default 0.25)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--folder", default=str(FOLDER))
+    args = parser.parse_args(argv)
+    print("| problem | entries | model | train / test | Kendall tau | Spearman | top 10 % in top 10 % | fit s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name in args.problems:
+        entries = load(name, args.folder)
+        spec = PROBLEMS[name].evaluator().spec
+        for model in Surrogate.MODELS:
+            try:
+                row = validation(entries, spec, model, args.heldout, args.seed)
+            except UserError as exc:
+                print(f"| {name} | {len(entries)} | {model} | {exc} | | | | |")
+                continue
+            print(f"| {name} | {len(entries)} | {model} | {row['train']} / {row['test']} | {row['kendall']:.2f} | "
+                  f"{row['spearman']:.2f} | {row['top10']:.0%} | {row['fit_seconds']:.2f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -97,6 +97,7 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
     for argv, needle in ((["--cells", "ga,nope,flip-bit"], "unknown operator 'nope'"),
                          (["--cells", "ga:foo=1,two-point,flip-bit"], "takes no parameter 'foo'"),
+                         (["--import", "no_such_module_of_operators"], "cannot import 'no_such_module_of_operators'"),
                          ([], "has 0 entries; build it first")):
         with pytest.raises(SystemExit) as refused:
             effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--seeds", "1",
