@@ -156,10 +156,6 @@ class SearchConfig(FitConfig):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.workers)
 
-    def restore_config(self, iterations: int) -> RestoreConfig:
-        """The config of this search's final fits."""
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(FitConfig)}
-        return RestoreConfig(**shared, iterations=iterations)
 
 
 def make_algorithm(choice, cxpb: float, mutpb: float, lambda_: int | None) -> Algorithm:
