@@ -157,7 +157,6 @@ class SearchConfig(FitConfig):
         check_backend(self.backend, self.workers)
 
 
-
 def make_algorithm(choice, cxpb: float, mutpb: float, lambda_: int | None) -> Algorithm:
     """An algorithm from ``NAME[:key=value,...]`` (a registered class; its declared ``params`` are checked,
     an unknown key is refused, and a value given there wins over ``cxpb``/``mutpb``/``lambda_``), an
