@@ -1,0 +1,367 @@
+"""The ``dask`` backend: fits as Dask tasks (``pip install 'nasdip-deap[dask]'``).
+
+- No ``--scheduler``: a ``distributed.LocalCluster`` on 127.0.0.1, started and stopped by the run, with
+  one single-threaded worker process per GPU, or per core on a machine without GPUs (``--workers N``).
+- ``--scheduler tcp://HOST:PORT`` or ``--scheduler FILE`` (a scheduler file): the workers of a running
+  cluster (``dask scheduler`` / ``dask worker`` on any hosts, or ``dask-jobqueue``). The run leaves them
+  running when it ends.
+
+Rules shared with the other backends, and how Dask meets them:
+
+- Each worker process takes a GPU of its host through the lock files of ``workers.py`` the first time
+  it runs a fit (a Dask resource tag only schedules; it does not choose the device).
+- Submissions are not ``pure``: the same genome twice (finalists' re-fits) is two fits.
+- The fit function (the evaluator, holding the observation and the mask) is scattered once to every
+  worker and sent again only when it changes, not once per fit.
+- A worker that dies mid-fit: the scheduler sends the fit to another worker; after ``retries`` deaths
+  of workers running it (the scheduler's ``allowed-failures``) the item gets the ``lost`` fallback, a
+  machine failure that is never cached.
+- A fit still running ``kill_after`` seconds after it started is cancelled, its worker is stopped (a
+  nanny starts a new one) and the item gets the ``lost`` fallback.
+- An interrupted run cancels its fits; a local cluster's worker processes are stopped, and checked
+  dead by pid.
+
+Dask is imported only when a run uses this backend, so the registry lists it without the extra.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pickle
+import queue
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+from urllib.parse import urlsplit
+
+from .backends import BACKENDS, Backend, BackendOptions, WorkerLost, check_worker_count
+from .errors import UserError
+from .workers import _ThisProcess, _parent_of, start_worker
+
+log = logging.getLogger("nasdip")
+
+STARTED_TOPIC = "nasdip-fit-started"  # worker -> client events: which worker began which fit, for kill_after
+CONNECT_TIMEOUT = 20.0  # seconds to reach a scheduler that accepted the TCP connection
+
+
+def import_distributed():
+    """``distributed``, or a UserError that says how to install it."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise UserError(f"--backend dask needs the dask extra: pip install 'nasdip-deap[dask]' ({exc})") from None
+    return distributed
+
+
+def scheduler_target(text: str) -> tuple[str, str]:
+    """("address", URL) or ("file", path) of ``--scheduler``; UserError for one that cannot be either."""
+    if "://" in text:
+        parts = urlsplit(text)
+        if not parts.hostname or parts.port is None and parts.scheme in ("tcp", "tls"):
+            raise UserError(f"--scheduler {text!r} is not an address: give tcp://HOST:PORT "
+                            f"(dask scheduler's default port is 8786) or a scheduler file")
+        return "address", text
+    if ":" in text and text.rsplit(":", 1)[1].isdigit() and not Path(text).exists():
+        return "address", f"tcp://{text}"
+    if not Path(text).is_file():
+        raise UserError(f"--scheduler {text!r}: no such scheduler file (give tcp://HOST:PORT, or the file "
+                        f"written by `dask scheduler --scheduler-file FILE`)")
+    return "file", text
+
+
+def _probe(address: str) -> None:
+    """Fail at once, with one line, when nothing listens at a TCP address (Dask would retry for long)."""
+    parts = urlsplit(address)
+    if parts.scheme not in ("tcp", "tls") or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"no Dask scheduler answers at {address} ({exc.strerror or exc}); start one with "
+                        f"`dask scheduler` or check the address") from None
+
+
+# -- the worker side ------------------------------------------------------------------------------
+class _Shipped:
+    """The pickled fit function, scattered to the workers once; unpickled once per worker process."""
+
+    def __init__(self, digest: str, data: bytes, setup: dict):
+        self.digest, self.data, self.setup = digest, data, setup
+        self._fn = None
+
+    def __getstate__(self):
+        return {"digest": self.digest, "data": self.data, "setup": self.setup}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _fn=None)
+
+    def fn(self) -> Callable:
+        if self._fn is None:
+            self._fn = pickle.loads(self.data)
+        return self._fn
+
+
+def _setup_worker(setup: dict) -> None:
+    """Make this Dask worker process a nasdip worker (its id, its GPU) on its first fit."""
+    worker = _ThisProcess.worker
+    if worker is not None and worker.pid == os.getpid() and worker.worker_id.startswith("dask-"):
+        return
+    from distributed import get_worker
+
+    name = get_worker().name
+    prefer = name if isinstance(name, int) else None  # a local cluster's workers are 0, 1, ...: one GPU each
+    start_worker(f"dask-{name}", setup["gpu_count"], setup.get("lock_dir"), prefer_gpu=prefer)
+    if setup.get("watch_parent"):
+        _watch_parent(os.getppid())
+
+
+def _watch_parent(parent: int) -> None:
+    """A local cluster's worker ends when the search process is gone, however it ended (even kill -9)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="nasdip-parent-watch", daemon=True).start()
+
+
+def _run_fit(shipped: _Shipped, item):
+    """The Dask task: one call of the shipped function."""
+    _setup_worker(shipped.setup)
+    if shipped.setup.get("report_start"):
+        from distributed import get_worker
+
+        worker = get_worker()
+        worker.log_event(STARTED_TOPIC, {"key": worker.get_current_task(), "address": worker.address})
+    return shipped.fn()(item)
+
+
+def _exit_worker() -> None:
+    """Run on a worker whose fit ran past the hard limit: a thread cannot be stopped, its process can."""
+    threading.Timer(0.2, os._exit, (70,)).start()  # after the reply, so the client's call returns
+
+
+# -- the client side ------------------------------------------------------------------------------
+@BACKENDS.register("dask")
+class DaskBackend(Backend):
+    """Dask: a local cluster, or the workers of a running scheduler (--scheduler ADDRESS|FILE)."""
+
+    name = "dask"
+    options = ("workers", "scheduler")
+
+    @classmethod
+    def check(cls, options: BackendOptions) -> None:
+        import_distributed()
+        check_worker_count(options.workers)
+        if options.workers is not None and options.scheduler is not None:
+            raise UserError("--workers applies to a local Dask cluster; with --scheduler the fits run on that "
+                            "cluster's workers (start more with `dask worker ADDRESS`)")
+        if options.scheduler is not None:
+            kind, target = scheduler_target(options.scheduler)
+            if kind == "address":
+                _probe(target)  # a TCP connect only, so that a wrong address fails before anything is written
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> "DaskBackend":
+        return cls(options)
+
+    def __init__(self, options: BackendOptions, retries: int = 2, lock_dir: str | os.PathLike | None = None):
+        self.check(options)
+        distributed = import_distributed()
+        self.lost = options.lost
+        self.kill_after = options.kill_after
+        self.cluster = None
+        self._own_pids: set[int] = set()
+        self._futures: list = []
+        self._timed_out: set[str] = set()
+        self._started: dict[str, tuple[str, float]] = {}
+        self._shipped = None
+        if options.scheduler is None:
+            workers = options.workers or options.default_workers()
+            gpus = 0 if options.gpu_count == 0 else _local_gpus()
+            import dask
+
+            # the scheduler runs in this process: its retry rule is ours (3 deaths of a fit: lost)
+            with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                    dashboard_address=None, resources={"GPU": 1} if gpus else None,
+                    silence_logs=logging.ERROR)
+            self.client = distributed.Client(self.cluster, set_as_default=False)
+            self.address = self.cluster.scheduler_address
+        else:
+            kind, target = scheduler_target(options.scheduler)
+            try:
+                if kind == "address":
+                    self.client = distributed.Client(target, timeout=CONNECT_TIMEOUT, set_as_default=False)
+                else:
+                    self.client = distributed.Client(scheduler_file=target, timeout=CONNECT_TIMEOUT,
+                                                     set_as_default=False)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise UserError(f"cannot reach the Dask scheduler of --scheduler {options.scheduler!r} "
+                                f"({type(exc).__name__}: {exc})") from None
+            self.address = self.client.scheduler.address
+        self.setup = {"gpu_count": options.gpu_count, "lock_dir": None if lock_dir is None else str(lock_dir),
+                      "watch_parent": self.cluster is not None, "report_start": self.kill_after is not None}
+        if self.kill_after is not None:
+            self.client.subscribe_topic(STARTED_TOPIC, self._on_started)
+        info = self.client.scheduler_info().get("workers", {})
+        self.workers = len(info)
+        self.resources = {"GPU": 1} if info and all(w.get("resources", {}).get("GPU") for w in info.values()) \
+            else None  # ask for a GPU only where every worker offers one, or fits would wait forever
+        for address, w in info.items():
+            if w.get("nthreads", 1) > 1:
+                log.warning("Dask worker %s runs %d threads: its fits share one process and GPU; start workers "
+                            "with `dask worker --nthreads 1`", address, w["nthreads"])
+        if not info:
+            log.warning("the Dask scheduler at %s has no workers yet: fits wait for them", self.address)
+        if self.cluster is not None:
+            self._own_pids.update(self._worker_pids())
+
+    # -- fits --
+    def _on_started(self, event) -> None:
+        _, message = event
+        self._started[message["key"]] = (message["address"], time.monotonic())
+
+    def _ship(self, fn: Callable):
+        """The scattered fit function: scattered again only when its pickle changes."""
+        data = pickle.dumps(fn)
+        digest = hashlib.sha1(data).hexdigest()
+        if self._shipped is None or self._shipped[0] != digest:
+            self.client.wait_for_workers(1)
+            shipped = _Shipped(digest, data, self.setup)
+            self._shipped = (digest, self.client.scatter(shipped, broadcast=True, hash=False))
+        return self._shipped[1]
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        items = list(items)
+        if not items:
+            return iter(())
+        shipped = self._ship(fn)
+        futures = [self.client.submit(_run_fit, shipped, item, pure=False, resources=self.resources)
+                   for item in items]
+        self._futures = futures
+        return self._results(futures, items)
+
+    def _results(self, futures: list, items: list) -> Iterator:
+        index = {f.key: i for i, f in enumerate(futures)}
+        done: queue.Queue = queue.Queue()
+        for future in futures:
+            future.add_done_callback(done.put)
+        results: dict[int, object] = {}
+        next_out = 0
+        while next_out < len(futures):
+            try:
+                future = done.get(timeout=1.0)
+            except queue.Empty:
+                future = None
+            if future is not None and index[future.key] not in results and future.key not in self._timed_out:
+                i = index[future.key]
+                results[i] = self._outcome(future, items[i])
+            if self.kill_after is not None:
+                self._stop_overdue(futures, items, results)
+            while next_out in results:
+                yield results.pop(next_out)
+                next_out += 1
+
+    def _outcome(self, future, item):
+        from distributed import KilledWorker
+
+        if future.status == "finished":
+            return future.result()
+        if future.status == "error":
+            exc = future.exception()
+            if isinstance(exc, KilledWorker):
+                return self._give_up(item, f"workers died running it ({exc})")
+            raise exc.with_traceback(future.traceback())
+        raise RuntimeError(f"Dask dropped a fit ({future.status}): was the scheduler at {self.address} stopped? "
+                           f"Continue the run with nasdip search --resume RUN_DIR")
+
+    def _stop_overdue(self, futures: list, items: list, results: dict) -> None:
+        now = time.monotonic()
+        for i, future in enumerate(futures):
+            started = self._started.get(future.key)
+            if i in results or started is None or now - started[1] <= self.kill_after:
+                continue
+            address = started[0]
+            log.warning("fit %d ran past %.0fs on Dask worker %s: stopping the worker", i, self.kill_after, address)
+            self._timed_out.add(future.key)
+            self.client.cancel([future])  # first, so the scheduler does not send it to another worker
+            with contextlib.suppress(Exception):
+                self.client.run(_exit_worker, workers=[address], wait=True)
+            results[i] = self._give_up(items[i], f"timed out: no result after {self.kill_after:.0f}s "
+                                                 f"(worker stopped)")
+
+    def _give_up(self, item, reason: str):
+        if self.lost is None:
+            raise WorkerLost(reason)
+        log.warning("giving up on a fit: %s", reason)
+        return self.lost(item, reason)
+
+    # -- workers --
+    def _worker_pids(self) -> set[int]:
+        with contextlib.suppress(Exception):
+            return set(self.client.run(os.getpid, wait=True).values())
+        return set()
+
+    def pids(self) -> list[int]:
+        """The worker processes' pids (now)."""
+        return sorted(self._worker_pids())
+
+    def close(self) -> None:
+        self._shutdown(cancel=False)
+
+    def terminate(self) -> None:
+        """Cancel this run's fits; a local cluster's workers are stopped, and killed if they linger."""
+        self._shutdown(cancel=True)
+
+    def _shutdown(self, cancel: bool) -> None:
+        quiet = logging.getLogger("distributed")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL)  # a cluster torn down mid-fit logs every dropped connection
+        try:
+            if self.cluster is not None:
+                self._own_pids.update(self._worker_pids())
+            if cancel:
+                with contextlib.suppress(Exception):
+                    self.client.cancel(self._futures, force=True)
+            with contextlib.suppress(Exception):
+                self.client.close(timeout=5)
+            if self.cluster is not None:
+                with contextlib.suppress(Exception):
+                    self.cluster.close(timeout=10)
+                _kill_leftovers(self._own_pids)
+        finally:
+            quiet.setLevel(level)
+
+
+def _local_gpus() -> int:
+    from .workers import count_gpus
+
+    return count_gpus()
+
+
+def _kill_leftovers(pids: set[int], grace: float = 5.0) -> None:
+    """SIGKILL any of this process's own worker processes still alive after the cluster closed."""
+    deadline = time.monotonic() + grace
+    mine = {pid for pid in pids if _parent_of(pid) == os.getpid()}
+    while mine and time.monotonic() < deadline:
+        mine = {pid for pid in mine if _parent_of(pid) == os.getpid() and not _zombie(pid)}
+        time.sleep(0.1)
+    for pid in mine:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
