@@ -11,8 +11,12 @@ Rules shared with the other backends, and how Dask meets them:
 - Each worker process takes a GPU of its host through the lock files of ``workers.py`` the first time
   it runs a fit (a Dask resource tag only schedules; it does not choose the device).
 - Submissions are not ``pure``: the same genome twice (finalists' re-fits) is two fits.
-- The fit function (the evaluator, holding the observation and the mask) is scattered once to every
-  worker and sent again only when it changes, not once per fit.
+- The fit function (the evaluator, holding the observation and the mask) is pickled once and sent
+  as a task of its own, which each worker fetches once (from a peer) and keeps; the fits depend on it.
+  It is sent again only when it changes, not once per fit. Being a task, not scattered data, the
+  scheduler recomputes it when the workers holding it are gone.
+- A worker holds one fit at a time (``worker-saturation`` 1.0 on a local cluster), so a worker's death
+  affects only the fit it was running.
 - A worker that dies mid-fit: the scheduler sends the fit to another worker; after ``retries`` deaths
   of workers running it (the scheduler's ``allowed-failures``) the item gets the ``lost`` fallback, a
   machine failure that is never cached.
@@ -35,6 +39,7 @@ import signal
 import socket
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 from urllib.parse import urlsplit
@@ -88,22 +93,24 @@ def _probe(address: str) -> None:
 
 # -- the worker side ------------------------------------------------------------------------------
 class _Shipped:
-    """The pickled fit function, scattered to the workers once; unpickled once per worker process."""
+    """The pickled fit function, the result of a task of its own (``_load``)."""
 
     def __init__(self, digest: str, data: bytes, setup: dict):
         self.digest, self.data, self.setup = digest, data, setup
-        self._fn = None
 
-    def __getstate__(self):
-        return {"digest": self.digest, "data": self.data, "setup": self.setup}
 
-    def __setstate__(self, state):
-        self.__dict__.update(state, _fn=None)
+_FUNCTIONS: dict[str, Callable] = {}  # in a worker process: digest -> the unpickled fit function
 
-    def fn(self) -> Callable:
-        if self._fn is None:
-            self._fn = pickle.loads(self.data)
-        return self._fn
+
+def _fit_function(shipped: _Shipped) -> Callable:
+    """The fit function, unpickled once per worker process (the worker keeps ``shipped`` in memory)."""
+    fn = _FUNCTIONS.get(shipped.digest)
+    if fn is None:
+        fn = pickle.loads(shipped.data)
+        while len(_FUNCTIONS) >= 2:  # the previous generation's is kept for a late fit of it
+            _FUNCTIONS.pop(next(iter(_FUNCTIONS)))
+        _FUNCTIONS[shipped.digest] = fn
+    return fn
 
 
 def _setup_worker(setup: dict) -> None:
@@ -132,15 +139,21 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="nasdip-parent-watch", daemon=True).start()
 
 
+def _load(shipped: _Shipped) -> _Shipped:
+    """The task whose result the fits depend on: the shipped function itself."""
+    return shipped
+
+
 def _run_fit(shipped: _Shipped, item):
     """The Dask task: one call of the shipped function."""
     _setup_worker(shipped.setup)
+    fn = _fit_function(shipped)
     if shipped.setup.get("report_start"):
         from distributed import get_worker
 
         worker = get_worker()
         worker.log_event(STARTED_TOPIC, {"key": worker.get_current_task(), "address": worker.address})
-    return shipped.fn()(item)
+    return fn(item)
 
 
 def _exit_worker() -> None:
@@ -172,15 +185,18 @@ class DaskBackend(Backend):
     def from_options(cls, options: BackendOptions) -> "DaskBackend":
         return cls(options)
 
-    def __init__(self, options: BackendOptions, retries: int = 2, lock_dir: str | os.PathLike | None = None):
+    def __init__(self, options: BackendOptions, retries: int = 2, lock_dir: str | os.PathLike | None = None,
+                 kill_after: float | None = None):
+        """``retries``: deaths of a fit's workers that a local cluster's scheduler retries (a running
+        scheduler keeps its own ``allowed-failures``); ``kill_after``: the hard time limit (default: the
+        options')."""
         self.check(options)
         distributed = import_distributed()
         self.lost = options.lost
-        self.kill_after = options.kill_after
+        self.kill_after = options.kill_after if kill_after is None else kill_after
         self.cluster = None
         self._own_pids: set[int] = set()
-        self._futures: list = []
-        self._timed_out: set[str] = set()
+        self._running: dict = {}
         self._started: dict[str, tuple[str, float]] = {}
         self._shipped = None
         if options.scheduler is None:
@@ -188,8 +204,10 @@ class DaskBackend(Backend):
             gpus = 0 if options.gpu_count == 0 else _local_gpus()
             import dask
 
-            # the scheduler runs in this process: its retry rule is ours (3 deaths of a fit: lost)
-            with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+            # the scheduler runs in this process: its retry rule is ours (3 deaths of a fit: lost), and a
+            # worker is given one fit at a time, so a death (or a stop past the time limit) hits one fit
+            with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, resources={"GPU": 1} if gpus else None,
@@ -231,45 +249,74 @@ class DaskBackend(Backend):
         self._started[message["key"]] = (message["address"], time.monotonic())
 
     def _ship(self, fn: Callable):
-        """The scattered fit function: scattered again only when its pickle changes."""
+        """The future of the fit function, made again only when its pickle changes."""
         data = pickle.dumps(fn)
         digest = hashlib.sha1(data).hexdigest()
         if self._shipped is None or self._shipped[0] != digest:
-            self.client.wait_for_workers(1)
-            shipped = _Shipped(digest, data, self.setup)
-            self._shipped = (digest, self.client.scatter(shipped, broadcast=True, hash=False))
+            future = self.client.submit(_load, _Shipped(digest, data, self.setup), resources=self.resources,
+                                        key=f"nasdip-fn-{digest}-{time.time_ns()}")
+            made = threading.Event()  # made (or waiting for the first worker) before any fit depends on it
+            future.add_done_callback(lambda _: made.set())
+            made.wait()
+            self._shipped = (digest, future)
+            self._copied_to: frozenset = frozenset()
         return self._shipped[1]
 
+    def _copy_function(self, workers: frozenset) -> None:
+        """Put the fit function on every worker (once each): the scheduler sends a fit only to workers
+        that hold what it depends on, so a worker without it would stay idle."""
+        if self._shipped is not None and workers - self._copied_to:
+            with contextlib.suppress(Exception):
+                self.client.replicate([self._shipped[1]])
+            self._copied_to = workers
+
     def map(self, fn: Callable, items: Iterable) -> Iterator:
+        """Yields ``fn(item)`` in order as results come in. Fits are submitted as workers free up, no
+        more at once than the cluster has threads, so that a worker holds only the fit it runs."""
         items = list(items)
         if not items:
             return iter(())
-        shipped = self._ship(fn)
-        futures = [self.client.submit(_run_fit, shipped, item, pure=False, resources=self.resources)
-                   for item in items]
-        self._futures = futures
-        return self._results(futures, items)
+        return self._results(self._ship(fn), items)
 
-    def _results(self, futures: list, items: list) -> Iterator:
-        index = {f.key: i for i, f in enumerate(futures)}
+    def _capacity(self) -> int:
+        """The cluster's threads now (workers come and go), with the function copied to new workers."""
+        with contextlib.suppress(Exception):
+            threads = self.client.nthreads()
+            self._copy_function(frozenset(threads))
+            return max(1, sum(threads.values()))
+        return 1
+
+    def _results(self, shipped, items: list) -> Iterator:
+        pending = deque(range(len(items)))
+        running: dict[str, tuple[int, object]] = {}  # key -> (item index, future)
+        self._running = running
         done: queue.Queue = queue.Queue()
-        for future in futures:
-            future.add_done_callback(done.put)
         results: dict[int, object] = {}
         next_out = 0
-        while next_out < len(futures):
-            try:
-                future = done.get(timeout=1.0)
-            except queue.Empty:
-                future = None
-            if future is not None and index[future.key] not in results and future.key not in self._timed_out:
-                i = index[future.key]
-                results[i] = self._outcome(future, items[i])
-            if self.kill_after is not None:
-                self._stop_overdue(futures, items, results)
-            while next_out in results:
-                yield results.pop(next_out)
-                next_out += 1
+        try:
+            while next_out < len(items):
+                free = self._capacity() - len(running) if pending else 0
+                for _ in range(min(free, len(pending))):
+                    i = pending.popleft()
+                    future = self.client.submit(_run_fit, shipped, items[i], pure=False, resources=self.resources)
+                    running[future.key] = (i, future)
+                    future.add_done_callback(done.put)
+                try:
+                    future = done.get(timeout=1.0)
+                except queue.Empty:
+                    future = None
+                if future is not None and future.key in running:
+                    i, _ = running.pop(future.key)
+                    results[i] = self._outcome(future, items[i])
+                if self.kill_after is not None:
+                    self._stop_overdue(running, items, results)
+                while next_out in results:
+                    yield results.pop(next_out)
+                    next_out += 1
+        finally:
+            if running:  # an interrupted or abandoned map: its fits are not wanted any more
+                with contextlib.suppress(Exception):
+                    self.client.cancel([f for _, f in running.values()], force=True)
 
     def _outcome(self, future, item):
         from distributed import KilledWorker
@@ -284,15 +331,15 @@ class DaskBackend(Backend):
         raise RuntimeError(f"Dask dropped a fit ({future.status}): was the scheduler at {self.address} stopped? "
                            f"Continue the run with nasdip search --resume RUN_DIR")
 
-    def _stop_overdue(self, futures: list, items: list, results: dict) -> None:
+    def _stop_overdue(self, running: dict, items: list, results: dict) -> None:
         now = time.monotonic()
-        for i, future in enumerate(futures):
-            started = self._started.get(future.key)
-            if i in results or started is None or now - started[1] <= self.kill_after:
+        for key, (i, future) in list(running.items()):
+            started = self._started.get(key)
+            if started is None or now - started[1] <= self.kill_after:
                 continue
             address = started[0]
             log.warning("fit %d ran past %.0fs on Dask worker %s: stopping the worker", i, self.kill_after, address)
-            self._timed_out.add(future.key)
+            del running[key]
             self.client.cancel([future])  # first, so the scheduler does not send it to another worker
             with contextlib.suppress(Exception):
                 self.client.run(_exit_worker, workers=[address], wait=True)
@@ -331,7 +378,7 @@ class DaskBackend(Backend):
                 self._own_pids.update(self._worker_pids())
             if cancel:
                 with contextlib.suppress(Exception):
-                    self.client.cancel(self._futures, force=True)
+                    self.client.cancel([f for _, f in self._running.values()], force=True)
             with contextlib.suppress(Exception):
                 self.client.close(timeout=5)
             if self.cluster is not None:
