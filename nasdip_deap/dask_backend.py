@@ -60,7 +60,30 @@ def import_distributed():
         import distributed
     except ImportError as exc:
         raise UserError(f"--backend dask needs the dask extra: pip install 'nasdip-deap[dask]' ({exc})") from None
+    _private_randomness()
     return distributed
+
+
+def _private_randomness() -> None:
+    """Give Dask's modules in this process a random generator of their own. The search draws its
+    variation from Python's global ``random`` (DEAP's way), and a scheduler in this process (a local
+    cluster's) draws from it too, from its own threads (``random.sample`` when it copies data,
+    ``random.choice`` when it gathers results): the search would then depend on Dask's timing and
+    leave the hall of fame that the same seed gives on every other backend."""
+    import random
+    import sys
+
+    own = random.Random(0)
+    shared = {name: getattr(random, name) for name in ("random", "randint", "choice", "sample", "shuffle",
+                                                      "uniform", "randbytes", "getrandbits", "randrange")}
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "distributed" or name.startswith("distributed.")):
+            continue
+        if getattr(module, "random", None) is random:
+            module.random = own
+        for attr, fn in shared.items():
+            if attr != "random" and getattr(module, attr, None) is fn:
+                setattr(module, attr, getattr(own, attr))
 
 
 def scheduler_target(text: str) -> tuple[str, str]:
@@ -226,6 +249,7 @@ class DaskBackend(Backend):
                 raise UserError(f"cannot reach the Dask scheduler of --scheduler {options.scheduler!r} "
                                 f"({type(exc).__name__}: {exc})") from None
             self.address = self.client.scheduler.address
+        _private_randomness()  # again: starting the cluster imported more of Dask's modules
         self.setup = {"gpu_count": options.gpu_count, "lock_dir": None if lock_dir is None else str(lock_dir),
                       "watch_parent": self.cluster is not None, "report_start": self.kill_after is not None}
         if self.kill_after is not None:
