@@ -234,6 +234,8 @@ class DaskBackend(Backend):
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, resources={"GPU": 1} if gpus else None,
+                    # no dashboard, and the scheduler's HTTP server on a free port of 127.0.0.1, not 8787
+                    scheduler_kwargs={"dashboard": False, "dashboard_address": "127.0.0.1:0"},
                     silence_logs=logging.ERROR)
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.address = self.cluster.scheduler_address
@@ -265,7 +267,7 @@ class DaskBackend(Backend):
         if not info:
             log.warning("the Dask scheduler at %s has no workers yet: fits wait for them", self.address)
         if self.cluster is not None:
-            self._own_pids.update(self._worker_pids())
+            self._own_pids.update(self._local_pids())
 
     # -- fits --
     def _on_started(self, event) -> None:
@@ -382,6 +384,16 @@ class DaskBackend(Backend):
             return set(self.client.run(os.getpid, wait=True).values())
         return set()
 
+    def _local_pids(self) -> set[int]:
+        """A local cluster's worker processes, read from its nannies (in this process: no call to
+        workers that may be busy or stuck)."""
+        pids = set()
+        for nanny in list(getattr(self.cluster, "workers", {}).values()):
+            with contextlib.suppress(Exception):
+                if nanny.pid:
+                    pids.add(int(nanny.pid))
+        return pids
+
     def pids(self) -> list[int]:
         """The worker processes' pids (now)."""
         return sorted(self._worker_pids())
@@ -399,7 +411,7 @@ class DaskBackend(Backend):
         quiet.setLevel(logging.CRITICAL)  # a cluster torn down mid-fit logs every dropped connection
         try:
             if self.cluster is not None:
-                self._own_pids.update(self._worker_pids())
+                self._own_pids.update(self._local_pids())
             if cancel:
                 with contextlib.suppress(Exception):
                     self.client.cancel([f for _, f in self._running.values()], force=True)

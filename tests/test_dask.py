@@ -220,6 +220,7 @@ def dask_cluster(tmp_path_factory):
     common = {"cwd": folder, "env": env, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL,
               "start_new_session": True}
     procs = [subprocess.Popen([str(DASK_CLI), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                               "--dashboard-address", "127.0.0.1:0",
                                "--scheduler-file", str(scheduler_file)], **common)]
     client = None
     try:
@@ -289,15 +290,16 @@ def test_a_users_executors_run_the_search():
     import nasdip_deap as nd
 
     task = tiny_task()
-    serial = nd.search(task, **TINY_SEARCH, backend="serial")
+    settings = {**TINY_SEARCH, "generations": 1}
+    serial = nd.search(task, **settings, backend="serial")
     context = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(2, mp_context=context) as pool:
-        pooled = nd.search(task, **TINY_SEARCH, backend=pool)
+        pooled = nd.search(task, **settings, backend=pool)
         assert pool.submit(helpers.square, 3).result() == 9  # the caller's executor is left running
     assert keys_of_archive(pooled) == keys_of_archive(serial)
     assert os.getpid() not in {r["pid"] for r in pooled.records} and len(pooled.records) == len(serial.records)
     with concurrent.futures.ThreadPoolExecutor(2) as threads:
-        threaded = nd.search(task, **TINY_SEARCH, backend=threads)
+        threaded = nd.search(task, **settings, backend=threads)
     assert len(threaded.records) == len(serial.records) and all(r["error"] is None for r in threaded.records)
     assert {r["pid"] for r in threaded.records} == {os.getpid()}
 
