@@ -11,10 +11,10 @@ Rules shared with the other backends, and how Dask meets them:
 - Each worker process takes a GPU of its host through the lock files of ``workers.py`` the first time
   it runs a fit (a Dask resource tag only schedules; it does not choose the device).
 - Submissions are not ``pure``: the same genome twice (finalists' re-fits) is two fits.
-- The fit function (the evaluator, holding the observation and the mask) is pickled once and sent
-  as a task of its own, which each worker fetches once (from a peer) and keeps; the fits depend on it.
-  It is sent again only when it changes, not once per fit. Being a task, not scattered data, the
-  scheduler recomputes it when the workers holding it are gone.
+- The fit function (the evaluator, holding the observation and the mask) is pickled once, made the
+  result of a task of its own and copied once to each worker (``replicate``, again for workers that
+  join later); the fits depend on it. It is sent again only when it changes, not once per fit. Being a
+  task, not scattered data, the scheduler recomputes it when every worker holding it is gone.
 - A worker holds one fit at a time (``worker-saturation`` 1.0 on a local cluster), so a worker's death
   affects only the fit it was running.
 - A worker that dies mid-fit: the scheduler sends the fit to another worker; after ``retries`` deaths
@@ -50,6 +50,9 @@ from .workers import _ThisProcess, _parent_of, start_worker
 
 log = logging.getLogger("nasdip")
 
+# Dask's nannies set MALLOC_TRIM_THRESHOLD_ in their workers; a fixed threshold also turns off glibc's
+# adaptive mmap threshold, so every large tensor of a CPU fit is mmapped and faulted in afresh
+NO_MALLOC_TRIM = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 STARTED_TOPIC = "nasdip-fit-started"  # worker -> client events: which worker began which fit, for kill_after
 CONNECT_TIMEOUT = 20.0  # seconds to reach a scheduler that accepted the TCP connection
 
@@ -151,7 +154,8 @@ def _setup_worker(setup: dict) -> None:
 
 
 def _watch_parent(parent: int) -> None:
-    """A local cluster's worker ends when the search process is gone, however it ended (even kill -9)."""
+    """A local cluster's worker that has run a fit ends within a second when the search process is gone,
+    however it ended (even kill -9), so no worker keeps fitting or holding a GPU."""
 
     def watch() -> None:
         while True:
@@ -220,6 +224,7 @@ class DaskBackend(Backend):
         self.cluster = None
         self._own_pids: set[int] = set()
         self._running: dict = {}
+        self._threads, self._capacity_at = 1, -1e9
         self._started: dict[str, tuple[str, float]] = {}
         self._shipped = None
         if options.scheduler is None:
@@ -229,8 +234,12 @@ class DaskBackend(Backend):
 
             # the scheduler runs in this process: its retry rule is ours (3 deaths of a fit: lost), and a
             # worker is given one fit at a time, so a death (or a stop past the time limit) hits one fit
+            # (the nannies keep this config for the workers they start again); and no statistical profiler
+            # in the workers, a thread that takes the GIL 100 times a second for a dashboard nobody shows
             with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                                  "distributed.scheduler.worker-saturation": 1.0}):
+                                  "distributed.scheduler.worker-saturation": 1.0,
+                                  "distributed.worker.profile.enabled": False,
+                                  **NO_MALLOC_TRIM}):
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                     dashboard_address=None, resources={"GPU": 1} if gpus else None,
@@ -286,6 +295,7 @@ class DaskBackend(Backend):
             made.wait()
             self._shipped = (digest, future)
             self._copied_to: frozenset = frozenset()
+            self._capacity_at = -1e9  # copy it now
         return self._shipped[1]
 
     def _copy_function(self, workers: frozenset) -> None:
@@ -305,12 +315,15 @@ class DaskBackend(Backend):
         return self._results(self._ship(fn), items)
 
     def _capacity(self) -> int:
-        """The cluster's threads now (workers come and go), with the function copied to new workers."""
-        with contextlib.suppress(Exception):
-            threads = self.client.nthreads()
-            self._copy_function(frozenset(threads))
-            return max(1, sum(threads.values()))
-        return 1
+        """The cluster's threads (workers come and go: asked again after 2 s, not at every fit, since
+        each ask is a round trip to the scheduler), with the function copied to new workers."""
+        now = time.monotonic()
+        if now - self._capacity_at > 2.0:
+            with contextlib.suppress(Exception):
+                threads = self.client.nthreads()
+                self._copy_function(frozenset(threads))
+                self._threads, self._capacity_at = max(1, sum(threads.values())), now
+        return self._threads
 
     def _results(self, shipped, items: list) -> Iterator:
         pending = deque(range(len(items)))
