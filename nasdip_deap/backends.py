@@ -9,11 +9,19 @@ the toolbox's ``map``; it yields ``fn(item)`` for every item, in the items' orde
   that runs far past ``kill_after`` seconds has its worker killed and counts as failed.
 - ``scoop``: SCOOP's ``futures.map`` over the workers of every host of ``python -m scoop``; SCOOP
   re-sends the futures of a worker it loses.
+- ``dask`` (``dask_backend.py``, the ``dask`` extra): Dask tasks on a local cluster or on the workers of
+  a running scheduler.
+
+Backends are plugins: a ``Backend`` subclass registered in ``BACKENDS`` (``@BACKENDS.register(name)``,
+or an entry point of the ``nasdip_deap.backends`` group) is built from the run's ``BackendOptions``.
+Any ``concurrent.futures.Executor`` becomes a backend through ``ExecutorBackend``. Every backend yields
+the records in the items' order and answers a lost worker with a retry or the ``lost`` fallback.
 
 GPU placement and worker identity live in ``workers.py``.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -29,21 +37,73 @@ from multiprocessing.connection import wait
 from typing import Callable, Iterable, Iterator
 
 from .errors import UserError
+from .registry import Registry
 from .workers import count_gpus, die_with_parent, running_under_scoop, start_worker, usable_cores
 
 log = logging.getLogger("nasdip")
 
-BACKENDS = ("serial", "processes", "scoop")
+# built in here and in dask_backend.py (which imports Dask only when a run uses it)
+BACKENDS = Registry("backend", "nasdip_deap.backends", ("nasdip_deap.backends", "nasdip_deap.dask_backend"))
+
+# the options some backends take, with their command-line flags (for "applies to" errors)
+OPTION_FLAGS = {"workers": "--workers", "scheduler": "--scheduler"}
 
 
-def default_backend() -> str:
-    return "scoop" if running_under_scoop() else "serial"
+@dataclass(frozen=True)
+class BackendOptions:
+    """What a backend is built from: the run's settings on where and how its fits run."""
+
+    workers: int | None = None  # None: the backend's default (one per GPU, else one per core)
+    threads: int | None = 1  # torch threads per fit (sets how many workers share the cores)
+    device: str = "auto"
+    eval_timeout: float | None = None  # the fit stops itself then; see kill_after
+    lost: Callable[[object, str], object] | None = None  # the record of an item whose workers kept dying
+    scheduler: str | None = None  # the address (or scheduler file) of a running Dask scheduler
+
+    @property
+    def kill_after(self) -> float | None:
+        """When a worker still busy with one fit is killed: 1.5 x ``eval_timeout`` + 10 s (the fit stops
+        itself at ``eval_timeout``; this catches one stuck outside the fit loop)."""
+        return None if self.eval_timeout is None else 1.5 * self.eval_timeout + 10.0
+
+    @property
+    def gpu_count(self) -> int | None:
+        """0 for fits on the CPU (one worker per core), None: count the GPUs where the worker runs."""
+        return 0 if str(self.device).startswith("cpu") else None
+
+    def default_workers(self) -> int:
+        """One worker per GPU of this machine, else one per core (cores divided by the fit's threads)."""
+        gpus = count_gpus() if self.gpu_count is None else self.gpu_count
+        return gpus or max(1, usable_cores() // max(1, self.threads or 1))
 
 
 # -- backends -------------------------------------------------------------------------------------
 class Backend:
-    """A context manager: leaving the block normally closes the backend politely; leaving it by an
-    exception (an interrupt, SIGTERM) stops its workers at once, so no fit outlives the run."""
+    """Where the fits of a run go. Subclasses declare the options they take and build themselves from
+    ``BackendOptions``. An instance is a context manager: leaving the block normally closes the backend
+    politely; leaving it by an exception (an interrupt, SIGTERM) stops its workers at once, so no fit
+    outlives the run."""
+
+    name = "?"
+    options: tuple[str, ...] = ()  # the keys of OPTION_FLAGS this backend takes
+    workers_hint = ""  # how to get more workers, for a --workers it does not take
+    workers = 1
+
+    @classmethod
+    def check(cls, options: BackendOptions) -> None:
+        """Refuse bad options with a UserError; starts nothing (runs before the run folder is made)."""
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> "Backend":
+        return cls()
+
+    @classmethod
+    def launched_here(cls) -> bool:
+        """True when this program was started by the backend's own launcher (it is then the default)."""
+        return False
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        raise NotImplementedError
 
     def close(self) -> None:
         pass
@@ -61,11 +121,13 @@ class Backend:
             self.terminate()
 
 
+@BACKENDS.register("serial")
 class SerialBackend(Backend):
-    """Fits in this process, in order."""
+    """In this process, one fit after another."""
 
     name = "serial"
     workers = 1
+    workers_hint = "for more workers use --backend processes or --backend dask"
 
     def map(self, fn: Callable, items: Iterable) -> Iterator:
         return map(fn, items)
@@ -75,13 +137,26 @@ def _call(fn: Callable, item):
     return fn(item)
 
 
+@BACKENDS.register("scoop")
 class ScoopBackend(Backend):
-    """SCOOP's ``futures.map``: the futures run on every worker of every host (the origin too)."""
+    """The workers of `python -m scoop`, on one host or many (the default under SCOOP)."""
 
     name = "scoop"
+    workers_hint = "for more workers use python -m scoop -n N"
+
+    @classmethod
+    def check(cls, options: BackendOptions) -> None:
+        if not running_under_scoop():
+            raise UserError("--backend scoop needs the program to run under SCOOP, e.g. "
+                            "python -m scoop -n 2 nasdip_deap/__main__.py search ... "
+                            "(SCOOP has no -m option: give the path of nasdip_deap/__main__.py)")
+
+    @classmethod
+    def launched_here(cls) -> bool:
+        return running_under_scoop()
 
     def __init__(self):
-        check_backend("scoop")
+        self.check(BackendOptions())
         import scoop
 
         self.workers = int(getattr(scoop, "SIZE", 1))
@@ -167,10 +242,21 @@ def _worker_main(conn, config: WorkerConfig, parent: int) -> None:
         conn.send(reply)
 
 
+@BACKENDS.register("processes")
 class ProcessBackend(Backend):
-    """Persistent spawn-context worker processes on this machine, restarted when they die."""
+    """Worker processes on this machine, one per GPU or per core, restarted when they die."""
 
     name = "processes"
+    options = ("workers",)
+
+    @classmethod
+    def check(cls, options: BackendOptions) -> None:
+        check_worker_count(options.workers)
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> "ProcessBackend":
+        return cls(workers=options.workers, threads=options.threads, gpu_count=options.gpu_count,
+                   kill_after=options.kill_after, lost=options.lost)
 
     def __init__(self, workers: int | None = None, threads: int | None = 1, gpu_count: int | None = None,
                  lock_dir: str | os.PathLike | None = None, retries: int = 2, kill_after: float | None = None,
@@ -178,8 +264,7 @@ class ProcessBackend(Backend):
         self.gpu_count = count_gpus() if gpu_count is None else gpu_count
         if workers is None:
             workers = self.gpu_count or max(1, usable_cores() // max(1, threads or 1))
-        if workers < 1:
-            raise UserError(f"--workers must be >= 1, got {workers}")
+        check_worker_count(workers)
         self.workers = workers
         self.threads = threads
         self.lock_dir = None if lock_dir is None else str(lock_dir)
@@ -346,32 +431,90 @@ class ProcessBackend(Backend):
                 slot.conn.close()
 
 
-def check_backend(name: str | None, workers: int | None = None) -> str:
-    """The backend name to use (None: scoop under SCOOP, else serial); UserError for bad choices.
-    Starts nothing, so the command line can be checked before the run folder is made."""
-    name = name or default_backend()
-    if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r}; valid: {', '.join(BACKENDS)}")
-    if name != "processes" and workers is not None:
-        hint = "python -m scoop -n N" if name == "scoop" else "--backend processes"
-        raise UserError(f"--workers applies to --backend processes; for more workers use {hint}")
-    if name == "scoop" and not running_under_scoop():
-        raise UserError("--backend scoop needs the program to run under SCOOP, e.g. "
-                        "python -m scoop -n 2 nasdip_deap/__main__.py search ... "
-                        "(SCOOP has no -m option: give the path of nasdip_deap/__main__.py)")
+class ExecutorBackend(Backend):
+    """Any ``concurrent.futures.Executor`` (a thread or process pool, an MPI or cluster executor) as a
+    backend. The executor is the caller's: closing the backend leaves it running; an interrupted run
+    cancels the fits not yet started. A fit whose worker was lost (a broken process pool) gets the
+    ``lost`` fallback; the fit stops itself at ``--eval-timeout``, since an executor cannot stop one."""
+
+    name = "executor"
+
+    def __init__(self, executor: concurrent.futures.Executor, lost: Callable | None = None):
+        self.executor = executor
+        self.lost = lost
+        self.workers = int(getattr(executor, "_max_workers", 0) or 1)
+        self._futures: list = []
+
+    def map(self, fn: Callable, items: Iterable) -> Iterator:
+        items = list(items)
+        futures = [self.executor.submit(fn, item) for item in items]
+        self._futures = futures
+        return self._results(futures, items)
+
+    def _results(self, futures: list, items: list) -> Iterator:
+        for future, item in zip(futures, items):
+            try:
+                yield future.result()
+            except concurrent.futures.BrokenExecutor as exc:  # its worker died mid-fit
+                if self.lost is None:
+                    raise WorkerLost(f"the executor lost its worker ({type(exc).__name__}: {exc})") from exc
+                log.warning("giving up on a fit: the executor lost its worker (%s)", exc)
+                yield self.lost(item, f"the executor lost its worker ({type(exc).__name__})")
+
+    def terminate(self) -> None:
+        for future in self._futures:
+            future.cancel()
+
+
+def check_worker_count(workers: int | None) -> None:
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UserError(f"--workers must be a whole number >= 1, got {workers!r}")
+
+
+def default_backend() -> str:
+    """The backend whose launcher started this program (scoop under ``python -m scoop``), else serial."""
+    return next((e.name for e in BACKENDS.entries() if e.obj.launched_here()), "serial")
+
+
+def _is_backend_object(choice) -> bool:
+    return isinstance(choice, (Backend, concurrent.futures.Executor)) or (
+        isinstance(choice, type) and issubclass(choice, Backend))
+
+
+def check_backend(choice, options: BackendOptions | None = None) -> str | object:
+    """The backend to use: a registered name (None: the default, see ``default_backend``), or a
+    ``Backend`` class, a ``Backend`` or an ``Executor`` given as they are; UserError for bad choices
+    and for options the backend does not take. Starts nothing, so the command line can be checked
+    before the run folder is made."""
+    options = options or BackendOptions()
+    if _is_backend_object(choice) and not isinstance(choice, type):
+        for field, flag in OPTION_FLAGS.items():
+            if getattr(options, field) is not None:
+                raise UserError(f"{flag} applies to a backend given by name, not to {type(choice).__name__}")
+        return choice
+    if choice is not None and not isinstance(choice, (str, type)):
+        raise UserError(f"backend must be a name ({', '.join(BACKENDS.names())}), a Backend or a "
+                        f"concurrent.futures.Executor, got {type(choice).__name__}")
+    name = choice or default_backend()
+    cls = name if isinstance(name, type) else BACKENDS.get(name)
+    for field, flag in OPTION_FLAGS.items():
+        if getattr(options, field) is not None and field not in cls.options:
+            takers = " or ".join(f"--backend {e.name}" for e in BACKENDS.entries() if field in e.obj.options)
+            hint = f"; {cls.workers_hint}" if field == "workers" and cls.workers_hint else ""
+            raise UserError(f"{flag} applies to {takers}, not to --backend {cls.name}{hint}")
+    cls.check(options)
     return name
 
 
-def make_backend(name: str | None, workers: int | None = None, threads: int | None = 1,
-                 eval_timeout: float | None = None, lost: Callable | None = None, device: str = "auto"):
-    """Start the backend called ``name`` (None: scoop under SCOOP, else serial); ``close()`` it after.
-    ``processes`` kills a worker whose fit is still running 1.5 x ``eval_timeout`` + 10 s after it
-    started (the fit itself stops at ``eval_timeout``; this catches one stuck outside the fit loop)."""
-    name = check_backend(name, workers)
-    if name == "serial":
-        return SerialBackend()
-    if name == "scoop":
-        return ScoopBackend()
-    kill_after = None if eval_timeout is None else 1.5 * eval_timeout + 10.0
-    gpu_count = 0 if str(device).startswith("cpu") else None  # fits on the CPU: one worker per core
-    return ProcessBackend(workers=workers, threads=threads, gpu_count=gpu_count, kill_after=kill_after, lost=lost)
+def make_backend(choice, options: BackendOptions | None = None) -> Backend:
+    """Start the backend ``choice`` (see ``check_backend``) with ``options``; ``close()`` it after, or
+    use it as a context manager. An ``Executor`` is wrapped in ``ExecutorBackend``; a ``Backend`` is
+    used as it is."""
+    options = options or BackendOptions()
+    choice = check_backend(choice, options)
+    if isinstance(choice, Backend):
+        return choice
+    if isinstance(choice, concurrent.futures.Executor):
+        return ExecutorBackend(choice, lost=options.lost)
+    cls = choice if isinstance(choice, type) else BACKENDS.get(choice)
+    return cls.from_options(options)

@@ -104,6 +104,7 @@ def _choice(choices: tuple):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .backends import BACKENDS
     from .compose import RestoreConfig, SearchConfig, config_fields
     from .registry import ALGORITHMS
 
@@ -180,18 +181,21 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_argument_group("checkpoints and cache")
     g.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the interrupted run in RUN_DIR with its saved settings (only --generations, "
-                        "--device, --backend, --workers, --cache, --quiet, --verbose may take new values); "
+                        "--device, --backend, --workers, --scheduler, --cache, --quiet, --verbose may take new values); "
                         "checkpoints are pickles: never resume a run folder from an untrusted source")
     g.add_argument("--cache", metavar="FILE", action="append",
                    help="reuse the scores in an evaluation cache file (a run's cache.jsonl) for entries with the "
                         "same task, image and fitness settings; may be repeated")
     g = s.add_argument_group("evaluation backend (see docs/distributed.md)")
-    g.add_argument("--backend", choices=("serial", "processes", "scoop"), default=d["backend"],
-                   help="where fits run: serial (this process), processes (worker processes on this machine, one "
-                        "per GPU or per core), scoop (the workers of `python -m scoop`); default: scoop when run "
-                        "under SCOOP, else serial")
+    g.add_argument("--backend", default=d["backend"],
+                   help=f"where fits run: {', '.join(BACKENDS.names())} (`nasdip list` describes them); default: "
+                        f"scoop when run under SCOOP, else serial")
     g.add_argument("--workers", type=int, default=d["workers"],
-                   help="worker processes for --backend processes (default: one per GPU, else one per core)")
+                   help="worker processes for --backend processes or a local --backend dask (default: one per "
+                        "GPU, else one per core)")
+    g.add_argument("--scheduler", metavar="ADDRESS", default=d["scheduler"],
+                   help="--backend dask: the address (tcp://HOST:8786) or scheduler file of a running Dask "
+                        "scheduler whose workers run the fits (default: a local cluster started by the run)")
     g.add_argument("--eval-timeout", type=float, metavar="SECONDS", default=d["eval_timeout"],
                    help="a fit still running after this many seconds fails (worst fitness, recorded in "
                         "errors.jsonl, not cached)")
@@ -215,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--genome", required=True, help="genome file: best.json, hall_of_fame.json or a "
                                                             "JSON list of bits")
 
-    sub.add_parser("list", help="list registered tasks (with their options), operators, algorithms and proxies")
+    sub.add_parser("list", help="list registered tasks (with their options), operators, algorithms, proxies and "
+                                  "backends")
     r = sub.add_parser("report", help="write report.html and figures for a search run folder")
     r.add_argument("run_dir", metavar="RUN_DIR", help="the run folder of `nasdip search`")
     return parser

@@ -330,11 +330,12 @@ def restore_with(arch: Architecture, levels: int, args, command: str, label: str
 
 # -- list -----------------------------------------------------------------------------------------
 def list_registered(args) -> int:
+    from .backends import BACKENDS
     from .fidelity import FIDELITIES
     from .proxy import PROXIES
 
     registries = (("tasks", TASKS), ("operators", OPERATORS), ("algorithms", ALGORITHMS), ("fidelities", FIDELITIES),
-                  ("proxies", PROXIES))
+                  ("proxies", PROXIES), ("backends", BACKENDS))
     width = max([16] + [len(name) for _, registry in registries for name in registry.names()])
     for title, registry in registries:
         print(f"{title}:")

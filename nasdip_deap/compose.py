@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .algorithms import Algorithm
-from .backends import check_backend, make_backend
+from .backends import BackendOptions, check_backend, make_backend
 from .engine import PRECISIONS, check_device
 from .errors import UserError
 from .fidelity import make_fidelity, patience_for
@@ -122,8 +122,9 @@ class SearchConfig(FitConfig):
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
     # where fits run
-    backend: str | None = None  # None: scoop under SCOOP, else serial
+    backend: Any = None  # a name of backends.BACKENDS (None: scoop under SCOOP, else serial), a Backend or an Executor
     workers: int | None = None
+    scheduler: str | None = None  # dask: the address or scheduler file of a running cluster (None: a local one)
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,7 +155,13 @@ class SearchConfig(FitConfig):
         if self.eval_timeout is not None and not (isinstance(self.eval_timeout, (int, float))
                                                   and 0 < self.eval_timeout < float("inf")):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
-        check_backend(self.backend, self.workers)
+        check_backend(self.backend, self.backend_options())
+
+    def backend_options(self, evaluator: Evaluator | None = None) -> BackendOptions:
+        """What this run's backend is built from (``lost``: the evaluator's record of a lost fit)."""
+        return BackendOptions(workers=self.workers, threads=self.threads, device=self.device,
+                              eval_timeout=self.eval_timeout, scheduler=self.scheduler,
+                              lost=None if evaluator is None else evaluator.lost_record)
 
 
 def make_algorithm(choice, cxpb: float, mutpb: float, lambda_: int | None) -> Algorithm:
@@ -227,8 +234,7 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
 
 def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):
     """The evaluation backend of ``config`` (a context manager: it stops its workers on exit)."""
-    return make_backend(config.backend, config.workers, config.threads, config.eval_timeout,
-                        lost=None if evaluator is None else evaluator.lost_record, device=config.device)
+    return make_backend(config.backend, config.backend_options(evaluator))
 
 
 def config_fields(cls=SearchConfig) -> dict[str, Any]:

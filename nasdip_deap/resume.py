@@ -19,7 +19,7 @@ from .runfolder import read_json, write_json
 # options that may be given again on --resume with a new value: they change how the run is shown or
 # where it runs, or (generations) extend it, never what it computes
 RUNTIME_OPTIONS = frozenset({"quiet", "verbose", "device", "generations", "cache", "resume", "force", "out",
-                             "backend", "workers", "given_options"})
+                             "backend", "workers", "scheduler", "given_options"})
 PATH_OPTIONS = ("image", "observed", "clean")
 
 
@@ -60,7 +60,7 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
 
     Options given explicitly (``args.given_options``; argparse defaults do not count) must equal the
     saved ones, except the run-time options (``--quiet``, ``--verbose``, ``--device``, ``--backend``,
-    ``--workers``, ``--cache``, and ``--generations``, which may extend the run). Nothing is written.
+    ``--workers``, ``--scheduler``, ``--cache``, and ``--generations``, which may extend the run). Nothing is written.
     """
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
@@ -84,11 +84,12 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
     merged = {**vars(args), **saved}
     if merged.get("fitness") == "auto":  # a run of version 0.2, where auto meant the oracle when a clean image was known
         merged["fitness"] = "blind" if merged.get("observed") and not merged.get("clean") else "reference"
-    for name in ("quiet", "verbose", "device", "generations", "backend", "workers"):
+    for name in ("quiet", "verbose", "device", "generations", "backend", "workers", "scheduler"):
         if name in given:
             merged[name] = getattr(args, name)
-    if "backend" in given and "workers" not in given:  # a saved worker count belongs to the saved backend
-        merged["workers"] = getattr(args, "workers", None)
+    for name in ("workers", "scheduler"):  # a saved worker count or scheduler belongs to the saved backend
+        if "backend" in given and name not in given:
+            merged[name] = getattr(args, name, None)
     merged.update(cache=getattr(args, "cache", None), resume=str(run_dir), out=str(run_dir), force=True,
                   given_options=sorted(given))
     return argparse.Namespace(**merged), state

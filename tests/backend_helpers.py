@@ -66,3 +66,27 @@ def sleep_forever_on(x: int) -> int:
     if x == 1:
         time.sleep(600)
     return x
+
+
+def token(_item) -> str:
+    """A new value on every call: two calls of one item are two runs only if the backend runs both."""
+    return os.urandom(8).hex()
+
+
+class Heavy:
+    """A fit function carrying a large payload (like an evaluator's observation and mask); each call
+    says which process ran it and which copy of the function it used."""
+
+    def __init__(self, size: int):
+        self.payload = bytes(size)
+
+    def __call__(self, _item) -> tuple[int, int]:
+        time.sleep(0.2)  # as long as a short fit, so that both workers get some
+        return os.getpid(), id(self)
+
+
+def code_path(_item) -> str:
+    """Where this process imports nasdip_deap from (the worker must run the code under test)."""
+    import nasdip_deap
+
+    return nasdip_deap.__file__

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nasdip_deap import backends, workers
-from nasdip_deap.backends import ProcessBackend, WorkerLost, check_backend
+from nasdip_deap.backends import BackendOptions, ProcessBackend, WorkerLost, check_backend
 from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
 from nasdip_deap.workers import bind_gpu, torch_threads
@@ -83,17 +83,23 @@ def test_processes_workers_bind_distinct_fake_gpus_and_a_dead_workers_gpu_is_reu
 # -- backend choice and threads ------------------------------------------------------------------
 def test_backend_choice_errors():
     assert check_backend(None) == "serial"  # not under SCOOP
-    with pytest.raises(UserError, match="--workers applies to --backend processes"):
-        check_backend("serial", 2)
+    with pytest.raises(UserError, match="--workers applies to --backend dask or --backend processes, not to "
+                                        "--backend serial; for more workers use --backend processes"):
+        check_backend("serial", BackendOptions(workers=2))
+    with pytest.raises(UserError, match="--scheduler applies to --backend dask, not to --backend processes"):
+        check_backend("processes", BackendOptions(scheduler="tcp://127.0.0.1:8786"))
     with pytest.raises(UserError, match="needs the program to run under SCOOP"):
         check_backend("scoop")
-    with pytest.raises(UserError, match="valid: serial, processes, scoop"):
+    with pytest.raises(UserError, match="valid names: dask, processes, scoop, serial"):
         check_backend("threads")
+    with pytest.raises(UserError, match="--workers must be a whole number >= 1, got 0"):
+        check_backend("processes", BackendOptions(workers=0))
 
 
 def test_cli_rejects_bad_backend_options(tmp_path):
     for extra, message in ((["--backend", "scoop"], "needs the program to run under SCOOP"),
-                           (["--workers", "2"], "--workers applies to --backend processes"),
+                           (["--workers", "2"], "--workers applies to --backend dask or --backend processes"),
+                           (["--backend", "nope"], "unknown backend 'nope'; valid names: dask, processes"),
                            (["--eval-timeout", "0"], "must be a number of seconds > 0")):
         out = tmp_path / "run"
         result = run_main("search", "--crop", "32", "--out", str(out), *extra)

@@ -130,6 +130,7 @@ def test_entry_point_plugin_is_listed(plugin_site, cli):
     assert "demo-level-swap" in listing.stdout and "[crossover] Swap one random level whole" in listing.stdout
     assert "demo-set-field" in listing.stdout and "[mutation] Set one named field" in listing.stdout
     assert "demo-steady-state" in listing.stdout and "Steady-state GA" in listing.stdout
+    assert "demo-threads" in listing.stdout and "Fits on a pool of threads" in listing.stdout
     plain = run_main("list")  # this interpreter has no plugin on its path
     assert plain.returncode == 0 and "demo-" not in plain.stdout  # they come from the plugin alone
 
@@ -139,10 +140,12 @@ def test_entry_point_plugin_runs_a_search_by_name(plugin_site, cli, tmp_path):
     out = tmp_path / "run"
     proc = cli("search", "--algorithm", "demo-steady-state", "--crossover", "demo-level-swap",
                "--mutation", "demo-set-field:field=meta.activation,index=3", *TINY, "--out", str(out),
+               "--backend", "demo-threads", "--workers", "2",
                env={"PYTHONPATH": str(plugin_site)})
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["algorithm"]["name"] == "demo-steady-state"
+    assert config["arguments"]["backend"] == "demo-threads"  # the plugin's backend ran the fits
     assert config["operators"]["crossover"]["name"] == "demo-level-swap"
     assert config["operators"]["mutation"] == {"name": "demo-set-field",
                                                "params": {"field": "meta.activation", "index": 3}}

@@ -1,5 +1,5 @@
-"""A third-party nasdip-deap plugin, as a user would write one: plain DEAP-style operators and an
-algorithm class, made known to nasdip only through the entry points in this package's setup.cfg.
+"""A third-party nasdip-deap plugin, as a user would write one: plain DEAP-style operators, an
+algorithm class and an evaluation backend, made known to nasdip only through the entry points in this package's setup.cfg.
 
 An entry point names one object; an operator says its kind (and optionally default parameters)
 through function attributes, since it carries no decorator.
@@ -11,6 +11,7 @@ import random
 from deap import tools
 
 from nasdip_deap.algorithms import Algorithm
+from nasdip_deap.backends import BackendOptions, ExecutorBackend
 
 
 def cx_level_swap(ind1, ind2, spec):
@@ -57,3 +58,19 @@ class SteadyState(Algorithm):
         evaluate(children)
         survivors = tools.selBest(population, len(population) - len(children))
         return survivors + children, children
+
+
+class ThreadsBackend(ExecutorBackend):
+    """Fits on a pool of threads in the search process (a plugin backend)."""
+
+    name = "demo-threads"
+    options = ("workers",)
+
+    @classmethod
+    def from_options(cls, options: BackendOptions) -> "ThreadsBackend":
+        from concurrent.futures import ThreadPoolExecutor
+
+        return cls(ThreadPoolExecutor(options.workers or 2), lost=options.lost)
+
+    def close(self) -> None:
+        self.executor.shutdown()
