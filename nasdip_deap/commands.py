@@ -161,7 +161,7 @@ def search(args) -> int:
             if evaluator.settings.mode == "reference":
                 log.warning("reference fitness: the clean image selects the architectures (an oracle for "
                             "benchmarks); a restoration without ground truth uses the default, --fitness blind")
-        run.hooks = [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
+        run.hooks += [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
                      checkpoint.CheckpointHook(run_dir, resume.saved_settings(args, run_dir)),
                      hooks.ProgressHook(quiet=args.quiet, generations=config.generations)]
         if state is not None:

@@ -19,7 +19,7 @@ from . import deap_types
 from .algorithms import Algorithm, History
 from .errors import UserError
 from .fidelity import EvaluationContext, spent
-from .finalists import mean_score, refit_replicate
+from .finalists import mean_score
 from .fitness import MACHINE, Evaluator, record_failure
 from .genome import GenomeSpec, classical_dip
 from .restoration import SearchFits
@@ -128,9 +128,12 @@ class Search:
     failed: dict = field(default_factory=dict)  # cache key -> record of a machine failure (never cached)
     uncharged: set = field(default_factory=set)  # cache keys this run fitted before a restart, not yet counted
     seen: set = field(default_factory=set)  # cache keys of every architecture this run has scored so far
-    fit_outputs: SearchFits = field(default_factory=lambda: SearchFits(0))  # best whole-image fits' outputs
+    # the best whole-image fits' outputs, for the final restoration: a hook (on_fit_output), among ``hooks``
+    fit_outputs: SearchFits = field(default_factory=lambda: SearchFits(0))
 
     def __post_init__(self):
+        if not any(hook is self.fit_outputs for hook in self.hooks):
+            self.hooks.insert(0, self.fit_outputs)
         if self.archive is None:
             self.archive = self.algorithm.archive(self.archive_size,
                                                   functools.partial(same_architecture, spec=self.spec))
@@ -224,9 +227,9 @@ class Search:
             note = getattr(batch.groups[key][0], "prediction", None)
             if note is not None:  # what the algorithm expected of this child, beside what it measured
                 record["prediction"] = note
-            output = record.pop("output", None)
+            output = record.pop("output", None)  # a tensor: kept by a hook (restoration.SearchFits), not in records
             if output is not None and record["error"] is None:
-                self.fit_outputs.offer(key, record["fitness"][0], output)
+                self._emit("on_fit_output", key, record, output)
             record["generation"] = self.generation
             if record_failure(record) == MACHINE:
                 self.failed[key] = record
@@ -350,6 +353,11 @@ class Search:
                 self._legacy_step()
                 continue
             self.tell(self.fit(self.ask()))
+        return self.finish()
+
+    def finish(self) -> "Search":
+        """The stages after the search (re-fitting the finalists, when configured), then ``on_end``; a search
+        driven by ``ask`` and ``tell`` calls it once ``done()``. Returns self."""
         if self.finalists is not None:
             self.run_finalists()
             self._emit("on_finalists")
@@ -365,12 +373,8 @@ class Search:
 
     # -- finalists -------------------------------------------------------------------------------
     def run_finalists(self) -> None:
-        """Re-fit the finalists (what a resumed run does not have yet) and charge every re-fit."""
-        jobs = self.finalists.plan(self.archive, self.cache_key, self.replicates)
-        refit = functools.partial(refit_replicate, self.evaluator)
-        for (key, _, _), record in zip(jobs, self.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
-            self.replicates.setdefault(key, []).append(record)
-            self.totals.charge(record.get("spent") or spent([record]), record["error"] is not None)
+        """The finalists stage (``finalists.Finalists.run``): re-fit what a resumed run does not have yet."""
+        self.finalists.run(self)
 
     def mean_quality(self, individual) -> float:
         """Quality over the individual's search fit and its re-fits as a finalist."""
