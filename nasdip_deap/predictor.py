@@ -78,7 +78,8 @@ class RecordModel:
     def _new(self):
         ensemble = require_sklearn(f"model {self.kind!r}")
         if self.kind == "boosting":
-            return ensemble.HistGradientBoostingRegressor(max_iter=self.trees, random_state=self.seed)
+            return ensemble.HistGradientBoostingRegressor(max_iter=self.trees, min_samples_leaf=2,
+                                                          random_state=self.seed)
         cls = ensemble.RandomForestRegressor if self.kind == "forest" else ensemble.ExtraTreesRegressor
         # min_samples_leaf 2: records are few and noisy; one thread: a run's result must not depend on cores
         return cls(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed, n_jobs=1)

@@ -137,6 +137,7 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_hall_of_fame(tmp_path):
     resumed = run_main("search", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
     assert hall_of_fame(out) == hall_of_fame(reference)
+    assert "<h2>Predictor</h2>" in (out / "report.html").read_text()  # its choices and errors, for a person
     logbook = [{k: v for k, v in row.items() if "seconds" not in k}
                for row in json.loads((out / "logbook.json").read_text())]
     assert logbook == [{k: v for k, v in row.items() if "seconds" not in k}
@@ -152,3 +153,13 @@ def test_without_scikit_learn_it_is_one_line(monkeypatch, tmp_path, capsys):
     assert err == ["nasdip: error: algorithm 'predictor-guided' needs scikit-learn, an optional dependency: "
                    "pip install 'nasdip-deap[predictor]'"]
     assert not out.exists()
+
+
+def test_the_overhead_benchmark_script_runs(capsys):
+    """benchmarks/predictor_overhead.py (docs/results.md), at a small population and a given fit time."""
+    import predictor_overhead
+
+    assert predictor_overhead.main(["--population", "12", "--pool", "3", "--generations", "2", "--fits", "0",
+                                    "--fit-seconds", "10", "--trees", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "generation 2: 36 bred" in out and "non-fit / fit:" in out
