@@ -164,7 +164,8 @@ class PredictorGuided(MuPlusLambda):
         mean, spread = model.predict(C)
         explore = min(int(round(self.explore * n)), n - 1) if n > 1 else 0
         best = self._rank(candidates, mean, n - explore, history)
-        rest = [i for i in range(len(candidates)) if i not in set(best)]
+        taken = set(best)
+        rest = [i for i in range(len(candidates)) if i not in taken]
         if explore and spread[:, 0].any():  # the most uncertain of the others, ties by position (reproducible)
             extra = sorted(rest, key=lambda i: (-spread[i, 0], i))[:explore]
         else:
