@@ -12,11 +12,13 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from nasdip_deap import GenomeSpec, checkpoint
 from nasdip_deap.algorithms import History
 from nasdip_deap.cli import main
+from nasdip_deap.operators import bind_operator
 from nasdip_deap.registry import ALGORITHMS
 from nasdip_deap.tasks import Denoise
 
@@ -36,11 +38,22 @@ def stub_quality(bits) -> float:
     return 2.0 * len(arch.skips) + sum(e.channels for e in arch.encoders) / 32
 
 
-def drive(seed: int, generations: int = 5, pool: int = 20):
-    """predictor-guided over the stub fitness, by ask and tell as the search loop does; returns the
-    algorithm and, per generation, (chosen children's scores, every candidate's score)."""
-    toolbox = onemax_toolbox()
-    algorithm = ALGORITHMS.get("predictor-guided")(cxpb=0.5, mutpb=0.5, lambda_=6, pool=pool, explore=0.2)
+def stub_cost(bits) -> float:
+    """A second objective (to minimise) that competes with ``stub_quality``: wide encoders cost."""
+    return float(sum(e.channels for e in SPEC.decode(bits).encoders))
+
+
+def drive(seed: int, generations: int = 5, pool: int = 20, name: str = "predictor-guided"):
+    """An algorithm over the stub fitness, by ask and tell as the search loop does; returns the algorithm
+    and the bits of the children it chose, per generation."""
+    objectives = ("quality", "parameters") if ALGORITHMS.get(name).multi_objective else ("quality",)
+    toolbox = onemax_toolbox(len(objectives))
+    if len(objectives) == 2:
+        bind_operator(toolbox, "select", "nsga2", "selection", SPEC)
+    algorithm = ALGORITHMS.get(name)(cxpb=0.5, mutpb=0.5, lambda_=6, pool=pool, explore=0.2)
+
+    def score(ind):
+        return (stub_quality(ind), stub_cost(ind))[:len(objectives)]
     records: dict[str, dict] = {}
 
     def key_of(ind):
@@ -49,13 +62,13 @@ def drive(seed: int, generations: int = 5, pool: int = 20):
     def evaluate(individuals):
         for ind in individuals:
             if not ind.fitness.valid:
-                ind.fitness.values = (stub_quality(ind),)
+                ind.fitness.values = score(ind)
                 records.setdefault(key_of(ind), {"bits": list(ind), "key": key_of(ind), "error": None,
                                                  "architecture": SPEC.decode(ind).to_dict(),
-                                                 "fitness": [ind.fitness.values[0]], "generation": generation})
+                                                 "fitness": list(ind.fitness.values), "generation": generation})
 
     def history():
-        return History(tuple(records.values()), frozenset(records), key_of, SPEC, ("quality",), generation)
+        return History(tuple(records.values()), frozenset(records), key_of, SPEC, objectives, generation)
 
     random.seed(seed)
     generation = 0
@@ -67,6 +80,7 @@ def drive(seed: int, generations: int = 5, pool: int = 20):
         chosen.append([list(ind) for ind in offspring])
         evaluate(offspring)
         population = algorithm.tell(population, offspring, toolbox, history())
+        algorithm.last_offspring = offspring  # for the test's own look at the last choice
     return algorithm, chosen
 
 
@@ -88,6 +102,19 @@ def test_it_fits_better_children_than_the_pool_holds():
     toolbox = onemax_toolbox()
     blind = [stub_quality(toolbox.mutate(toolbox.individual())[0]) for _ in range(200)]
     assert sum(fitted) / len(fitted) > sum(blind) / len(blind)
+
+
+def test_with_two_objectives_it_fits_the_children_whose_predictions_dominate():
+    """predictor-nsga2 ranks by predicted dominance (quality up, cost down): the first fronts first."""
+    algorithm, chosen = drive(seed=6, generations=3, name="predictor-nsga2")
+    notes = [child.prediction for child in algorithm.last_offspring]
+    assert len(notes) == 6 and sum(n["chosen_by"] == "model" for n in notes) == 5
+    assert all(set(n["predicted"]) == {"quality", "parameters"} for n in notes)
+    assert drive(seed=6, generations=3, name="predictor-nsga2")[1] == chosen  # reproducible per seed
+    candidates = [onemax_toolbox(2).individual() for _ in range(5)]
+    predicted = np.array([[10, 5], [9, 1], [8, 8], [10, 1], [1, 9]], dtype=float)
+    # (10, 1) dominates every other; then (10, 5) and (9, 1) form the second front
+    assert sorted(algorithm._rank(candidates, predicted, 3, None)) == [0, 1, 3]
 
 
 @pytest.fixture
