@@ -4,7 +4,8 @@ Every fit a search spends is a DIP training of seconds to minutes, while breedin
 model about it costs microseconds. ``predictor-guided`` breeds ``pool`` times more children than it
 fits (by the configured crossover and mutation, as ``mu-plus-lambda`` does), drops the architectures
 the run has already scored, ranks the rest with a regression model trained on every record of the run
-(features of the decoded architecture, ``architecture_features``), and fits the ``lambda`` best-ranked
+(features of the decoded architecture, ``architecture_features``; with ``prior=FILE`` also on the
+records of earlier runs), and fits the ``lambda`` best-ranked
 ones, of which a share ``explore`` is chosen instead by the model's uncertainty (the spread of its
 trees), so that the model also learns where it knows least. Survivors are chosen from parents and
 children as in ``mu-plus-lambda``. ``predictor-nsga2`` does the same over quality and cost: children
@@ -102,6 +103,33 @@ class RecordModel:
         return np.stack(means, 1), np.stack(spreads, 1)
 
 
+def usable(record: dict, objectives: tuple) -> bool:
+    """A record the model can learn from: a finished fit with a finite value of every objective."""
+    values = record.get("objectives") or {}
+    return record.get("error") is None and isinstance(record.get("architecture"), dict) and \
+        all(isinstance(values.get(name), (int, float)) and math.isfinite(values[name]) for name in objectives)
+
+
+def read_prior(path: str) -> list[dict]:
+    """The records of an ``evaluations.jsonl`` or ``cache.jsonl`` of earlier runs (unreadable lines skipped)."""
+    import json
+    from pathlib import Path
+
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise UserError(f"predictor prior {path!r}: cannot read it ({exc.strerror or exc})") from None
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
 def kendall_tau(a, b) -> float | None:
     """Kendall's tau-b of two sequences (None with fewer than 3 pairs or no variation)."""
     if len(a) < 3:
@@ -119,15 +147,18 @@ class PredictorGuided(MuPlusLambda):
     name = "predictor-guided"
     revary = False  # it picks its children from what it predicts of them; varying them again would undo that
     params = {**MuPlusLambda.params, "pool": Param(int, 1, 10_000), "explore": PROBABILITY,
-              "model": Param(str, choices=MODELS), "trees": Param(int, 1, 10_000)}
+              "model": Param(str, choices=MODELS), "trees": Param(int, 1, 10_000), "prior": Param(str)}
 
     def __init__(self, cxpb: float = 0.5, mutpb: float = 0.3, lambda_: int | None = None, pool: int = 20,
-                 explore: float = 0.2, model: str = "forest", trees: int = 100):
+                 explore: float = 0.2, model: str = "forest", trees: int = 100, prior: str | None = None):
         super().__init__(cxpb, mutpb, lambda_)
         if cxpb + mutpb <= 0:
             raise UserError(f"{self.name} breeds children by crossover or mutation: --cxpb + --mutpb must be > 0")
         require_sklearn(f"algorithm {self.name!r}")
-        self.pool, self.explore, self.model, self.trees = pool, explore, model, trees
+        self.pool, self.explore, self.model, self.trees, self.prior = pool, explore, model, trees, prior
+        # records of earlier runs (evaluations.jsonl or cache.jsonl; on other images too), trained on beside
+        # the run's own, with a feature that tells them apart, so the model learns their offset
+        self.prior_records = read_prior(prior) if prior else []
         self.generations: list[dict] = []  # per generation: what was bred, chosen and how well it was predicted
 
     # -- ask: breed, rank, choose --------------------------------------------------------------------
@@ -151,16 +182,19 @@ class PredictorGuided(MuPlusLambda):
 
     def choose(self, candidates: list, n: int, history: History) -> tuple[list, list[dict]]:
         """The ``n`` children to fit and a note of each choice (``prediction`` of its record)."""
-        rows = [r for r in history.records if r.get("error") is None and r.get("fitness")
-                and all(math.isfinite(v) for v in r["fitness"])]
+        levels = history.spec.levels
+        own = [r for r in history.records if usable(r, history.objectives)]
+        prior = [r for r in self.prior_records
+                 if usable(r, history.objectives) and len(r["architecture"]["encoders"]) == levels]
+        rows = own + prior
         if len(candidates) <= n or len(rows) < MIN_RECORDS:
             picked = candidates if len(candidates) <= n else random.sample(candidates, n)
             return picked, [{"chosen_by": "random", "candidates": len(candidates)} for _ in picked]
-        levels = history.spec.levels
-        X = np.array([architecture_features(Architecture.from_dict(r["architecture"]), levels) for r in rows])
-        Y = np.array([r["fitness"] for r in rows], dtype=float)
+        X = np.array([architecture_features(Architecture.from_dict(r["architecture"]), levels) + [float(i < len(own))]
+                      for i, r in enumerate(rows)])
+        Y = np.array([[r["objectives"][name] for name in history.objectives] for r in rows], dtype=float)
         model = RecordModel(self.model, self.trees, random.randrange(2 ** 31)).fit(X, Y)
-        C = np.array([architecture_features(history.spec.decode(c), levels) for c in candidates])
+        C = np.array([architecture_features(history.spec.decode(c), levels) + [1.0] for c in candidates])
         mean, spread = model.predict(C)
         explore = min(int(round(self.explore * n)), n - 1) if n > 1 else 0
         best = self._rank(candidates, mean, n - explore, history)
@@ -175,7 +209,7 @@ class PredictorGuided(MuPlusLambda):
             for rank, i in enumerate(indices):
                 notes.append({"chosen_by": how, "rank": rank, "candidates": len(candidates),
                               "predicted": dict(zip(history.objectives, map(float, mean[i]))),
-                              "spread": float(spread[i, 0]), "trained_on": len(rows)})
+                              "spread": float(spread[i, 0]), "trained_on": len(own), "prior": len(prior)})
         return [candidates[i] for i in best + extra], notes
 
     def _rank(self, candidates: list, mean: np.ndarray, k: int, history: History) -> list[int]:
@@ -210,7 +244,7 @@ class PredictorGuided(MuPlusLambda):
 
     def describe(self) -> dict:
         return {**super().describe(), "pool": self.pool, "explore": self.explore, "model": self.model,
-                "trees": self.trees}
+                "trees": self.trees, "prior": self.prior}
 
 
 @ALGORITHMS.register("predictor-nsga2")

@@ -18,6 +18,7 @@ import pytest
 from nasdip_deap import GenomeSpec, checkpoint
 from nasdip_deap.algorithms import History
 from nasdip_deap.cli import main
+from nasdip_deap.errors import UserError
 from nasdip_deap.operators import bind_operator
 from nasdip_deap.registry import ALGORITHMS
 from nasdip_deap.tasks import Denoise
@@ -43,14 +44,14 @@ def stub_cost(bits) -> float:
     return float(sum(e.channels for e in SPEC.decode(bits).encoders))
 
 
-def drive(seed: int, generations: int = 5, pool: int = 20, name: str = "predictor-guided"):
+def drive(seed: int, generations: int = 5, pool: int = 20, name: str = "predictor-guided", **params):
     """An algorithm over the stub fitness, by ask and tell as the search loop does; returns the algorithm
-    and the bits of the children it chose, per generation."""
+    and the bits of the children it chose, per generation (``algorithm.records``: every record made)."""
     objectives = ("quality", "parameters") if ALGORITHMS.get(name).multi_objective else ("quality",)
     toolbox = onemax_toolbox(len(objectives))
     if len(objectives) == 2:
         bind_operator(toolbox, "select", "nsga2", "selection", SPEC)
-    algorithm = ALGORITHMS.get(name)(cxpb=0.5, mutpb=0.5, lambda_=6, pool=pool, explore=0.2)
+    algorithm = ALGORITHMS.get(name)(cxpb=0.5, mutpb=0.5, lambda_=6, pool=pool, explore=0.2, **params)
 
     def score(ind):
         return (stub_quality(ind), stub_cost(ind))[:len(objectives)]
@@ -65,7 +66,8 @@ def drive(seed: int, generations: int = 5, pool: int = 20, name: str = "predicto
                 ind.fitness.values = score(ind)
                 records.setdefault(key_of(ind), {"bits": list(ind), "key": key_of(ind), "error": None,
                                                  "architecture": SPEC.decode(ind).to_dict(),
-                                                 "fitness": list(ind.fitness.values), "generation": generation})
+                                                 "fitness": list(ind.fitness.values), "generation": generation,
+                                                 "objectives": dict(zip(objectives, ind.fitness.values))})
 
     def history():
         return History(tuple(records.values()), frozenset(records), key_of, SPEC, objectives, generation)
@@ -81,6 +83,7 @@ def drive(seed: int, generations: int = 5, pool: int = 20, name: str = "predicto
         evaluate(offspring)
         population = algorithm.tell(population, offspring, toolbox, history())
         algorithm.last_offspring = offspring  # for the test's own look at the last choice
+    algorithm.records = list(records.values())
     return algorithm, chosen
 
 
@@ -102,6 +105,20 @@ def test_it_fits_better_children_than_the_pool_holds():
     toolbox = onemax_toolbox()
     blind = [stub_quality(toolbox.mutate(toolbox.individual())[0]) for _ in range(200)]
     assert sum(fitted) / len(fitted) > sum(blind) / len(blind)
+
+
+def test_records_of_earlier_runs_train_the_model_too(tmp_path):
+    """prior=FILE (an evaluations.jsonl or cache.jsonl of earlier runs): its records train the first model
+    beside the run's own; an unreadable file is one line."""
+    earlier, _ = drive(seed=9, generations=2)
+    path = tmp_path / "evaluations.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in earlier.records) + "half a line")
+    algorithm, _ = drive(seed=3, generations=2, prior=str(path))
+    first = algorithm.last_offspring[0].prediction
+    assert first["prior"] == len(earlier.records) and first["trained_on"] == 6 + 6
+    assert algorithm.describe()["prior"] == str(path)
+    with pytest.raises(UserError, match="predictor prior .*cannot read it"):
+        ALGORITHMS.get("predictor-guided")(prior=str(tmp_path / "missing.jsonl"))
 
 
 def test_with_two_objectives_it_fits_the_children_whose_predictions_dominate():
