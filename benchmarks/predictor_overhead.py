@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     model = statistics.median(r[1] for r in rows)
     print(f"median per generation: non-fit {overhead:.2f} s, model {model:.2f} s; fits of a generation "
           f"{generation_fits:.0f} s ({args.population} x {per_fit:.2f} s)")
-    print(f"non-fit / fit: {100 * overhead / generation_fits:.3f} %; model / fit: {100 * model / generation_fits:.3f} %")
+    print(f"non-fit / fit: {100 * overhead / generation_fits:.3f} %; "
+          f"model / fit: {100 * model / generation_fits:.3f} %")
     return 0
 
 
