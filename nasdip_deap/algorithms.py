@@ -1,17 +1,20 @@
-"""Search algorithms, registered by name in ``ALGORITHMS``; one generation per ``step`` call so the
-search loop can run hooks (logging, checkpoints, progress) between generations.
+"""Search algorithms, registered by name in ``ALGORITHMS``. The search loop drives an algorithm by
+ask and tell, one generation at a time, so that hooks (logging, checkpoints, progress) run between
+generations and a user can fit the asked genomes anywhere (``Search.ask``/``Search.tell``).
 
 ``ga`` and ``mu-plus-lambda`` have the semantics of DEAP's ``eaSimple`` and ``eaMuPlusLambda``;
 ``nsga2`` is a (mu + lambda) search whose survivors are chosen by ``selNSGA2``, over quality and a
 cost objective, keeping a Pareto front; ``random`` samples fresh genomes every generation, the baseline
-every comparison of search algorithms needs. Third-party algorithms arrive through the entry-point group
-``nasdip_deap.algorithms`` (a class with this interface).
+every comparison of search algorithms needs; ``predictor-guided`` (predictor.py) breeds many more
+children than it fits and fits those a model of the run's records ranks best. Third-party algorithms
+arrive through the entry-point group ``nasdip_deap.algorithms`` (a class with this interface).
 
 Parameters are chosen as ``NAME:key=value,...`` (``ga:cxpb=0.9``), checked against the class's declared
 ``params`` (types and ranges); a value given there wins over ``--cxpb``, ``--mutpb`` and ``--lambda``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, ClassVar
 
 from deap import algorithms as deap_algorithms
@@ -24,9 +27,34 @@ from .registry import ALGORITHMS
 Evaluate = Callable[[list], None]
 
 
+@dataclass(frozen=True)
+class History:
+    """What an algorithm sees of its run when it asks and is told: every evaluation record the run has
+    reached (fitted, taken from its cache, or failed for a machine reason), oldest generation first,
+    each a dict with ``bits``, ``key``, ``architecture``, ``fitness``, ``objectives``, ``metrics``,
+    ``seconds``, ``iterations``, ``error``, ``generation`` and, where the fitness recorded them, its
+    learning curve (``curve``); ``key_of(individual)`` is the run's cache key of an individual (equal
+    keys: the same architecture, already scored when in ``seen``); ``spec`` decodes genomes."""
+
+    records: tuple = ()
+    seen: frozenset = frozenset()
+    key_of: Callable | None = None
+    spec: object = None
+    objectives: tuple = ("quality",)
+    generation: int = 0
+
+
 class Algorithm:
-    """Base class: subclasses implement ``step``; the search loop calls ``initialize`` once, then ``step``
-    once per generation, and keeps ``archive(...)`` updated with every evaluated offspring.
+    """Base class. Per generation the search loop calls ``ask(population, toolbox, history)`` for the
+    children to fit, fits those without a valid fitness, then ``tell(population, offspring, toolbox,
+    history)`` for the next population; ``initialize`` once after the first population is evaluated.
+    The loop keeps ``archive(...)`` updated with every evaluated offspring, and checkpoints
+    ``state_dict()`` after every generation (``load_state_dict`` puts it back on resume): whatever an
+    algorithm keeps between generations goes there, or a resumed run would differ from an uninterrupted
+    one. Randomness comes from the ``random`` module, which the run seeds and checkpoints.
+
+    An algorithm written before ask and tell implements ``step`` alone; the loop still runs it (with
+    ``Search.run``, not by hand). ``step`` of an ask/tell algorithm is ask, evaluate, tell.
 
     The constructor receives ``cxpb``, ``mutpb`` and ``lambda_`` from the command line; raise
     ``UserError`` for a combination the algorithm cannot use.
@@ -35,6 +63,9 @@ class Algorithm:
     name: ClassVar[str] = ""
     multi_objective: ClassVar[bool] = False
     default_selection: ClassVar[str] = "tournament"
+    # True: the loop varies again (``Search.make_novel``) each asked child whose architecture the run has
+    # already scored. An algorithm that chooses its children by what it knows of them says False.
+    revary: ClassVar[bool] = True
     # parameters a NAME:key=value text may set (the constructor's keywords; "lambda" is ``lambda_``)
     params: ClassVar[dict] = {"cxpb": PROBABILITY, "mutpb": PROBABILITY, "lambda": Param(int, 1, 100_000)}
 
@@ -52,13 +83,40 @@ class Algorithm:
                             f"the first alone; use --selection {cls.default_selection} (or a selection that sets "
                             f"multi_objective = True)")
 
+    @classmethod
+    def asks(cls) -> bool:
+        """Whether the class implements ask and tell (not ``step`` alone, as algorithms written before)."""
+        return cls.ask is not Algorithm.ask or cls.step is Algorithm.step
+
     def initialize(self, population: list, toolbox) -> list:
         """Called once after the first population is evaluated."""
         return population
 
-    def step(self, population: list, toolbox, evaluate: Evaluate) -> tuple[list, list]:
-        """Make and evaluate one generation; return (next population, evaluated offspring)."""
+    def ask(self, population: list, toolbox, history: History) -> list:
+        """The offspring of the next generation; those without a valid fitness will be fitted."""
         raise NotImplementedError
+
+    def tell(self, population: list, offspring: list, toolbox, history: History) -> list:
+        """The next population, once every offspring has its fitness (``history`` holds their records)."""
+        return offspring
+
+    def step(self, population: list, toolbox, evaluate: Evaluate, history: History | None = None) -> tuple[list, list]:
+        """One generation made and evaluated: (next population, evaluated offspring)."""
+        history = history or History()
+        offspring = self.ask(population, toolbox, history)
+        evaluate(offspring)
+        return self.tell(population, offspring, toolbox, history), offspring
+
+    def state_dict(self) -> dict:
+        """What the algorithm keeps between generations (picklable), for the checkpoint."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back what ``state_dict`` returned."""
+
+    def logbook_fields(self) -> dict:
+        """Numbers of the last generation for the logbook row (a predictor's errors, for example)."""
+        return {}
 
     def archive(self, size: int, similar) -> tools.HallOfFame:
         return tools.HallOfFame(size, similar=similar)
@@ -80,11 +138,9 @@ class SimpleGA(Algorithm):
                             "mu-plus-lambda and nsga2")
         super().__init__(cxpb, mutpb, lambda_)
 
-    def step(self, population, toolbox, evaluate):
+    def ask(self, population, toolbox, history):
         offspring = toolbox.select(population, len(population))
-        offspring = deap_algorithms.varAnd(offspring, toolbox, self.cxpb, self.mutpb)
-        evaluate(offspring)
-        return offspring, offspring
+        return deap_algorithms.varAnd(offspring, toolbox, self.cxpb, self.mutpb)
 
 
 @ALGORITHMS.register("mu-plus-lambda")
@@ -106,11 +162,11 @@ class MuPlusLambda(Algorithm):
             raise UserError(f"{self.name} mates two distinct parents: use --population 2 or more, or --cxpb 0")
         return population
 
-    def step(self, population, toolbox, evaluate):
-        offspring = deap_algorithms.varOr(population, toolbox, self.lambda_ or len(population),
-                                          self.cxpb, self.mutpb)
-        evaluate(offspring)
-        return toolbox.select(population + offspring, len(population)), offspring
+    def ask(self, population, toolbox, history):
+        return deap_algorithms.varOr(population, toolbox, self.lambda_ or len(population), self.cxpb, self.mutpb)
+
+    def tell(self, population, offspring, toolbox, history):
+        return toolbox.select(population + offspring, len(population))
 
 
 @ALGORITHMS.register("nsga2")
@@ -137,10 +193,8 @@ class RandomSearch(Algorithm):
     name = "random"
     params = {"lambda": Param(int, 1, 100_000)}
 
-    def step(self, population, toolbox, evaluate):
-        sample = toolbox.population(n=self.lambda_ or len(population))
-        evaluate(sample)
-        return sample, sample
+    def ask(self, population, toolbox, history):
+        return toolbox.population(n=self.lambda_ or len(population))
 
     def describe(self) -> dict:
         return {"name": self.name, "lambda": self.lambda_}

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .architecture import Architecture
-from .compose import RestoreConfig, SearchConfig, build_search, start_backend
+from .compose import RestoreConfig, SearchConfig, build_search, start_backend, start_run
 from .errors import UserError
 from .fitness import final_budget, make_holdout
 from .genome import classical_dip
@@ -124,14 +124,17 @@ class SearchResult:
         return make_holdout(self.task, settings.holdout, settings.seed)
 
 
-def search(task, *, hooks=(), **settings) -> SearchResult:
+def search(task, *, hooks=(), cache=(), **settings) -> SearchResult:
     """Search an architecture for ``task`` (a ``Task``, see ``make_task``) and return the result.
     ``settings`` are ``SearchConfig`` fields; ``hooks`` are objects with ``on_start``,
-    ``on_evaluation``, ``on_generation``, ... methods (see ``hooks.py``)."""
+    ``on_evaluation``, ``on_generation``, ... methods (see ``hooks.py``); ``cache`` names ``cache.jsonl``
+    files of earlier runs (as ``nasdip search --cache``): architectures scored there in this run's context
+    are not fitted again. The search is made ready as the CLI's is (``compose.start_run``)."""
+    from .cache import read_cache_files
+
     config = SearchConfig(**settings)
     run = build_search(config, task, hooks)
-    with start_backend(config, run.evaluator) as backend:
-        run.toolbox.register("map", backend.map)
+    with start_run(run, config, imported=read_cache_files(cache, run.evaluator)):
         run.run()
     return SearchResult(run, config, task)
 

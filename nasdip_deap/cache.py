@@ -114,18 +114,20 @@ def read_cache_files(files, evaluator) -> dict:
     return entries
 
 
-def preload_cache(search, run_dir: Path, imported: dict, resuming: bool = False) -> int:
-    """Fill ``search.cache`` from the run folder's ``cache.jsonl`` and from ``imported`` entries (of
-    ``--cache`` files); entries already in the cache win. Imported entries are appended to this run's
-    ``cache.jsonl`` so the folder stays self-contained. When ``resuming``, the folder's own entries
-    that the checkpoint does not hold were fitted by this run before it stopped: they are charged as
-    fits when the search reaches them again (``search.uncharged``), so the compute totals match an
-    uninterrupted run's. Returns the number of entries added."""
-    own_path = Path(run_dir) / CACHE_NAME
-    repair_jsonl_tail(own_path)
-    own = load_cache_file(own_path, search.evaluator) if own_path.exists() else {}
+def preload_cache(search, run_dir: Path | None, imported: dict, resuming: bool = False) -> int:
+    """Fill ``search.cache`` from the run folder's ``cache.jsonl`` (when there is a run folder) and from
+    ``imported`` entries (of ``--cache`` files); entries already in the cache win. Imported entries are
+    appended to this run's ``cache.jsonl`` so the folder stays self-contained. When ``resuming``, the
+    folder's own entries that the checkpoint does not hold were fitted by this run before it stopped: they
+    are charged as fits when the search reaches them again (``search.uncharged``), so the compute totals
+    match an uninterrupted run's. Returns the number of entries added."""
+    own: dict = {}
+    if run_dir is not None:
+        own_path = Path(run_dir) / CACHE_NAME
+        repair_jsonl_tail(own_path)
+        own = load_cache_file(own_path, search.evaluator) if own_path.exists() else {}
     new = {key: record for key, record in imported.items() if key not in own}
-    if new:
+    if new and run_dir is not None:
         append_records(own_path, search.evaluator.context, new.values())
     added = 0
     for key, record in {**new, **own}.items():

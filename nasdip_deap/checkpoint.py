@@ -2,7 +2,8 @@
 
 ``checkpoint.pkl`` (written by ``CheckpointHook`` after every generation) holds everything needed to
 continue: population, hall of fame or Pareto front, logbook, evaluation cache, generation, compute
-totals, the RNG states (Python, numpy, torch) and the run's saved settings. It is written
+totals, the algorithm's own state (``state_dict()``), the RNG states (Python, numpy, torch) and the
+run's saved settings. It is written
 atomically (temporary file, fsync, rename), so a kill at any moment leaves the previous one intact.
 
 Checkpoints are this program's own pickles. Unpickling runs code named in the file: never load a
@@ -31,7 +32,10 @@ log = logging.getLogger("nasdip")
 
 CHECKPOINT_NAME = "checkpoint.pkl"
 MAGIC = b"NASDIP-CHECKPOINT 1\n"
-FORMAT = 1
+# 2 adds the algorithm's state; a format-1 checkpoint loads as one of a stateless algorithm (every
+# algorithm of version 0.2 was), so runs interrupted before the upgrade still resume
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 STATE_KEYS = ("generation", "population", "archive", "logbook", "cache", "totals", "rng", "settings", "context")
 
 
@@ -59,7 +63,8 @@ def capture(search, settings: dict) -> dict:
             "generation": search.generation, "population": search.population, "archive": search.archive,
             "logbook": search.logbook, "cache": search.cache, "totals": dataclasses.asdict(search.totals),
             "replicates": search.replicates, "failed": search.failed, "seen": search.seen,
-            "fit_outputs": search.fit_outputs.entries, "rng": rng_states(),
+            "fit_outputs": search.fit_outputs.entries, "algorithm": search.algorithm.state_dict(),
+            "rng": rng_states(),
             "settings": settings,
             "context": search.evaluator.context}
 
@@ -81,6 +86,7 @@ def restore(search, state: dict, rng: bool = True) -> None:
     search.seen = set(state.get("seen", search.cache))
     for key, (quality, output) in state.get("fit_outputs", {}).items():
         search.fit_outputs.offer(key, quality, output)
+    search.algorithm.load_state_dict(state.get("algorithm") or {})
     if rng:
         set_rng_states(state["rng"])
 
@@ -146,7 +152,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         message = " ".join(str(exc).split())[:200]
         raise UserError(f"cannot resume: checkpoint {where!r} cannot be read ({type(exc).__name__}: "
                         f"{message}); the run folder was left as it is") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in STATE_KEYS):
+    if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS or \
+            any(k not in state for k in STATE_KEYS):
         raise UserError(f"cannot resume: {where!r} is not a checkpoint of this nasdip version "
                         f"(format {state.get('format') if isinstance(state, dict) else '?'}, expected {FORMAT})")
     return state

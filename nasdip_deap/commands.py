@@ -14,7 +14,7 @@ import torch
 from . import __version__
 from .api import SearchResult
 from .architecture import Architecture
-from .compose import RestoreConfig, SearchConfig, build_search, part_label, start_backend
+from .compose import RestoreConfig, SearchConfig, build_search, part_label, start_run
 from .errors import GenomeError, UserError
 from .fitness import SELECTED_WITH
 from .genome import GenomeSpec, classical_dip
@@ -161,19 +161,14 @@ def search(args) -> int:
             if evaluator.settings.mode == "reference":
                 log.warning("reference fitness: the clean image selects the architectures (an oracle for "
                             "benchmarks); a restoration without ground truth uses the default, --fitness blind")
-        run.hooks = [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
+        run.hooks += [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
                      checkpoint.CheckpointHook(run_dir, resume.saved_settings(args, run_dir)),
                      hooks.ProgressHook(quiet=args.quiet, generations=config.generations)]
         if state is not None:
             for name in ("evaluations.jsonl", "errors.jsonl"):
                 cache.repair_jsonl_tail(run_dir / name)
-            checkpoint.restore(run, state, rng=False)
-        cache.preload_cache(run, run_dir, imported, resuming=resuming)
-        with start_backend(config, evaluator) as backend:
+        with start_run(run, config, state=state, run_dir=run_dir, imported=imported, resuming=resuming) as backend:
             log.info("evaluation backend: %s with %d worker(s)", backend.name, backend.workers)
-            run.toolbox.register("map", backend.map)
-            if state is not None:
-                checkpoint.set_rng_states(state["rng"])  # last: nothing may draw between here and the next generation
             run.run()
             return finish_search(SearchResult(run, config, task), args, run_dir, degraded, backend.map)
 

@@ -7,6 +7,7 @@ Python API, the benchmarks and the tests all call it, so a default or a rule exi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from dataclasses import dataclass
 from typing import Any
@@ -230,6 +231,26 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
                     hooks=list(hooks))
     search.operators = operators
     return search
+
+
+@contextlib.contextmanager
+def start_run(search: Search, config: SearchConfig, *, state: dict | None = None, run_dir=None,
+              imported: dict | None = None, resuming: bool = False):
+    """Make a built search ready to run, the same way for the CLI and the API: a checkpoint's ``state`` put
+    back, the evaluations of the run folder's ``cache.jsonl`` and of ``imported`` (earlier runs' cache
+    files, ``cache.read_cache_files``) loaded so they are not fitted again, the backend of ``config``
+    started (``start_backend``) with its ``map`` registered, and the checkpoint's RNG states set last, so
+    that nothing draws between them and the next generation. Yields the backend; stops it on exit."""
+    from . import cache, checkpoint
+
+    if state is not None:
+        checkpoint.restore(search, state, rng=False)
+    cache.preload_cache(search, run_dir, imported or {}, resuming=resuming)
+    with start_backend(config, search.evaluator) as backend:
+        search.toolbox.register("map", backend.map)
+        if state is not None:
+            checkpoint.set_rng_states(state["rng"])
+        yield backend
 
 
 def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):

@@ -9,6 +9,7 @@ more times, each with a new seed and, for blind fitness, new held-out pixels, an
 """
 from __future__ import annotations
 
+import functools
 import statistics
 from dataclasses import dataclass
 
@@ -44,6 +45,18 @@ class Finalists:
             have = len(replicates.get(key, []))
             jobs += [(key, list(ind), r) for r in range(have + 1, self.repeats + 1)]
         return jobs
+
+
+    def run(self, search) -> None:
+        """The stage after the search: re-fit the finalists on the search's backend (``toolbox.map``), keep
+        each re-fit in ``search.replicates`` and charge it to the run's compute."""
+        from .fidelity import spent
+
+        jobs = self.plan(search.archive, search.cache_key, search.replicates)
+        refit = functools.partial(refit_replicate, search.evaluator)
+        for (key, _, _), record in zip(jobs, search.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
+            search.replicates.setdefault(key, []).append(record)
+            search.totals.charge(record.get("spent") or spent([record]), record["error"] is not None)
 
 
 def refit_replicate(evaluator, job: tuple) -> dict:

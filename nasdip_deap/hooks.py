@@ -1,7 +1,8 @@
 """Hooks on the search loop: results files, progress display. (Checkpoints live in checkpoint.py.)
 
 A hook is any object with some of: ``on_start(search)``, ``on_evaluations_start(search, n)``,
-``on_evaluation(search, record)``, ``on_generation(search)``, ``on_end(search)``.
+``on_fit_output(search, key, record, output)`` (a whole-image fit's output tensor, before its record),
+``on_evaluation(search, record)``, ``on_generation(search)``, ``on_finalists(search)``, ``on_end(search)``.
 """
 from __future__ import annotations
 

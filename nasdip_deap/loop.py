@@ -16,12 +16,28 @@ import numpy as np
 from deap import base, tools
 
 from . import deap_types
-from .algorithms import Algorithm
+from .algorithms import Algorithm, History
+from .errors import UserError
 from .fidelity import EvaluationContext, spent
-from .finalists import mean_score, refit_replicate
+from .finalists import mean_score
 from .fitness import MACHINE, Evaluator, record_failure
 from .genome import GenomeSpec, classical_dip
 from .restoration import SearchFits
+
+
+@dataclass
+class _Batch:
+    """One generation's individuals between ask and tell: their invalid ones grouped by cache key, the
+    keys that need a fit (``genomes``, one per key) and those fitted before a restart."""
+
+    individuals: list
+    groups: dict
+    missing: list
+    recovered: list
+
+    @property
+    def genomes(self) -> list[list[int]]:
+        return [list(self.groups[key][0]) for key in self.missing]
 
 
 def same_architecture(a, b, spec: GenomeSpec) -> bool:
@@ -112,13 +128,18 @@ class Search:
     failed: dict = field(default_factory=dict)  # cache key -> record of a machine failure (never cached)
     uncharged: set = field(default_factory=set)  # cache keys this run fitted before a restart, not yet counted
     seen: set = field(default_factory=set)  # cache keys of every architecture this run has scored so far
-    fit_outputs: SearchFits = field(default_factory=lambda: SearchFits(0))  # best whole-image fits' outputs
+    # the best whole-image fits' outputs, for the final restoration: a hook (on_fit_output), among ``hooks``
+    fit_outputs: SearchFits = field(default_factory=lambda: SearchFits(0))
 
     def __post_init__(self):
+        if not any(hook is self.fit_outputs for hook in self.hooks):
+            self.hooks.insert(0, self.fit_outputs)
         if self.archive is None:
             self.archive = self.algorithm.archive(self.archive_size,
                                                   functools.partial(same_architecture, spec=self.spec))
         self._gen_compute = Compute()
+        self._batch = None  # the generation asked for and not yet told
+        self._started = time.perf_counter()
 
     # -- hooks -----------------------------------------------------------------------------------
     def _emit(self, event: str, *args) -> None:
@@ -165,9 +186,21 @@ class Search:
         varied again first (except ``exempt`` ones); identical architectures are fitted once, and
         architectures already in the cache are not fitted again. A fit that fails for a machine reason
         scores worst but is not cached. Records fitted before a restart count as fits when reached."""
+        batch = self._open_batch(list(individuals), exempt, revary=True)
+        self._receive(batch, self.fit(batch.genomes))
+
+    def fit(self, genomes: list) -> Iterable[dict]:
+        """The records of ``genomes`` by the run's fidelity schedule on its backend (``toolbox.map``),
+        lazily, as fits finish: what ``run`` tells the search after each ask."""
+        return self.fidelity.evaluate(self.context(), genomes)
+
+    def _open_batch(self, individuals: list, exempt: Iterable, revary: bool) -> "_Batch":
+        """Group the invalid individuals by architecture (after varying repeats again, when ``revary``)
+        and note which need a fit."""
         invalid = [ind for ind in individuals if not ind.fitness.valid]
         c = self._gen_compute
-        c.revaried += self.make_novel(invalid, exempt)
+        if revary:
+            c.revaried += self.make_novel(invalid, exempt)
         groups: dict[str, list] = {}
         for ind in invalid:
             ind.born = self.generation
@@ -178,12 +211,25 @@ class Search:
         c.cache_hits += len(groups) - len(missing) - len(recovered)
         c.duplicates += len(invalid) - len(groups)
         self._emit("on_evaluations_start", len(missing))
-        bits = [list(groups[key][0]) for key in missing]
+        return _Batch(individuals, groups, missing, recovered)
+
+    def _receive(self, batch: "_Batch", records: Iterable[dict]) -> None:
+        """Take the records of ``batch.genomes`` (in any order, matched by architecture), charge them and
+        give every invalid individual of the batch its fitness."""
+        c = self._gen_compute
         results = {}
-        for key, record in zip(missing, self.fidelity.evaluate(self.context(), bits)):
-            output = record.pop("output", None)
+        wanted = set(batch.missing)
+        for record in records:
+            key = self.evaluator.cache_key(record.get("key", ""))
+            if key not in wanted or key in results:
+                raise UserError(f"tell: a record of architecture {str(record.get('key'))[:12]!r} that was not "
+                                f"asked for in generation {self.generation} (or told twice)")
+            note = getattr(batch.groups[key][0], "prediction", None)
+            if note is not None:  # what the algorithm expected of this child, beside what it measured
+                record["prediction"] = note
+            output = record.pop("output", None)  # a tensor: kept by a hook (restoration.SearchFits), not in records
             if output is not None and record["error"] is None:
-                self.fit_outputs.offer(key, record["fitness"][0], output)
+                self._emit("on_fit_output", key, record, output)
             record["generation"] = self.generation
             if record_failure(record) == MACHINE:
                 self.failed[key] = record
@@ -192,15 +238,18 @@ class Search:
             results[key] = record
             c.charge(record.get("spent") or spent([record]), record["error"] is not None)
             self._emit("on_evaluation", record)
-        for key in recovered:
+        if len(results) != len(wanted):
+            raise UserError(f"tell: {len(wanted) - len(results)} of the {len(wanted)} genomes asked for in "
+                            f"generation {self.generation} have no record")
+        for key in batch.recovered:
             self.uncharged.discard(key)
             record = self.cache[key]
             c.charge(record.get("spent") or spent([record]), record["error"] is not None)
-        for key, members in groups.items():
+        for key, members in batch.groups.items():
             values = tuple((self.cache.get(key) or results[key])["fitness"])
             for ind in members:
                 ind.fitness.values = values
-        self.seen.update(groups)
+        self.seen.update(batch.groups)
 
     def record_for(self, individual) -> dict:
         key = self.cache_key(individual)
@@ -224,7 +273,8 @@ class Search:
         self.logbook.record(gen=self.generation, **self.statistics(), fits=c.fits, cache_hits=c.cache_hits,
                             duplicates=c.duplicates, revaried=c.revaried, failures=c.failures,
                             iterations=c.iterations, pixel_steps=c.pixel_steps, fit_seconds=round(c.fit_seconds, 3),
-                            seconds=round(time.perf_counter() - started, 3), nevals=c.evaluated)
+                            seconds=round(time.perf_counter() - started, 3), nevals=c.evaluated,
+                            **self.algorithm.logbook_fields())
         self._gen_compute = Compute()
         self._emit("on_generation")
 
@@ -243,37 +293,88 @@ class Search:
             stats["true_psnr_max"] = float(max(true))
         return stats
 
-    def run(self) -> "Search":
-        """Run (or continue) until the termination rule holds; returns self."""
-        self._emit("on_start")
+    def history(self) -> History:
+        """The run's records as its algorithm sees them (``algorithms.History``): those this run has reached,
+        in a fixed order (generation, then key), so that a resumed run shows its algorithm the same rows."""
+        records = sorted((self.cache.get(key) or self.failed[key] for key in self.seen
+                          if key in self.cache or key in self.failed),
+                         key=lambda r: (r.get("generation", 0), r["key"]))
+        return History(tuple(records), frozenset(self.seen), self.cache_key, self.spec,
+                       tuple(self.evaluator.settings.objectives), self.generation)
+
+    def done(self) -> bool:
+        """Whether the termination rule holds (never before the first population is scored)."""
+        return self.population is not None and self._batch is None and self.termination(self)
+
+    def ask(self) -> list[list[int]]:
+        """The genomes to fit next, each a distinct architecture this run has no score of (possibly none:
+        every child may be known already); fit them (``fit``, or elsewhere with ``evaluator.record``) and
+        pass their records to ``tell``. Asking again before telling returns the same genomes."""
+        if self._batch is not None:
+            return self._batch.genomes
         if self.population is None:
             random.seed(self.seed)
             np.random.seed(self.seed % 2**32)
-            started = time.perf_counter()
+            self._started = time.perf_counter()
             self.generation = 0
-            self.population = self._initial_population()
-            self.evaluate(self.population, exempt=self.population[:1] if self.seed_classical else ())
-            self.population = self.algorithm.initialize(self.population, self.toolbox)
-            self._finish_generation(self.population, started)
-        while not self.termination(self):
-            started = time.perf_counter()
+            population = self._initial_population()
+            self._batch = self._open_batch(population, population[:1] if self.seed_classical else (), revary=True)
+        else:
+            if not self.algorithm.asks():
+                raise UserError(f"algorithm {self.algorithm.name!r} implements step() alone; drive it with "
+                                f"run(), or give it ask() and tell()")
+            self._started = time.perf_counter()
             self.generation += 1
-            self.population, offspring = self.algorithm.step(self.population, self.toolbox, self.evaluate)
-            self._finish_generation(offspring, started)
+            offspring = self.algorithm.ask(self.population, self.toolbox, self.history())
+            self._batch = self._open_batch(offspring, (), revary=self.algorithm.revary)
+        return self._batch.genomes
+
+    def tell(self, records: Iterable[dict]) -> "Search":
+        """Take the records of the genomes ``ask`` returned (an iterable; consumed lazily, so each record is
+        kept, cached and shown as it arrives), finish the generation and run the hooks; returns self."""
+        batch = self._batch
+        if batch is None:
+            raise UserError("tell: nothing was asked for; call ask() first")
+        self._receive(batch, records)
+        self._batch = None
+        if self.generation == 0:
+            self.population = self.algorithm.initialize(batch.individuals, self.toolbox)
+        else:
+            self.population = self.algorithm.tell(self.population, batch.individuals, self.toolbox, self.history())
+        self._finish_generation(batch.individuals, self._started)
+        return self
+
+    def run(self) -> "Search":
+        """Run (or continue) until the termination rule holds; returns self. Each generation is an ask, the
+        fits of the asked genomes by the run's fidelity and backend, and a tell."""
+        self._emit("on_start")
+        while not self.done():
+            if self.population is not None and not self.algorithm.asks():
+                self._legacy_step()
+                continue
+            self.tell(self.fit(self.ask()))
+        return self.finish()
+
+    def finish(self) -> "Search":
+        """The stages after the search (re-fitting the finalists, when configured), then ``on_end``; a search
+        driven by ``ask`` and ``tell`` calls it once ``done()``. Returns self."""
         if self.finalists is not None:
             self.run_finalists()
             self._emit("on_finalists")
         self._emit("on_end")
         return self
 
+    def _legacy_step(self) -> None:
+        """A generation of an algorithm that implements ``step`` alone (it evaluates its own children)."""
+        started = time.perf_counter()
+        self.generation += 1
+        self.population, offspring = self.algorithm.step(self.population, self.toolbox, self.evaluate)
+        self._finish_generation(offspring, started)
+
     # -- finalists -------------------------------------------------------------------------------
     def run_finalists(self) -> None:
-        """Re-fit the finalists (what a resumed run does not have yet) and charge every re-fit."""
-        jobs = self.finalists.plan(self.archive, self.cache_key, self.replicates)
-        refit = functools.partial(refit_replicate, self.evaluator)
-        for (key, _, _), record in zip(jobs, self.toolbox.map(refit, [(bits, r) for _, bits, r in jobs])):
-            self.replicates.setdefault(key, []).append(record)
-            self.totals.charge(record.get("spent") or spent([record]), record["error"] is not None)
+        """The finalists stage (``finalists.Finalists.run``): re-fit what a resumed run does not have yet."""
+        self.finalists.run(self)
 
     def mean_quality(self, individual) -> float:
         """Quality over the individual's search fit and its re-fits as a finalist."""

@@ -135,4 +135,5 @@ class Registry:
 
 TASKS = Registry("task", "nasdip_deap.tasks", ("nasdip_deap.tasks",))
 OPERATORS = Registry("operator", "nasdip_deap.operators", ("nasdip_deap.operators",))
-ALGORITHMS = Registry("algorithm", "nasdip_deap.algorithms", ("nasdip_deap.algorithms",))
+ALGORITHMS = Registry("algorithm", "nasdip_deap.algorithms",
+                      ("nasdip_deap.algorithms", "nasdip_deap.predictor"))

@@ -116,6 +116,21 @@ def finalists_html(finalists: list[dict], quality: str) -> str:
                   "archive")
 
 
+def predictor_html(run: Run) -> str:
+    """Per generation of a predictor-guided run: children bred and new, the model's seconds, and how well it
+    predicted the children it chose (mean absolute error, Kendall's tau, predicted against measured)."""
+    rows = [[_fmt(row.get(name)) for name in ("gen", "predictor_candidates", "fits", "predictor_mae", "predictor_tau",
+                                              "predictor_seconds")]
+            for row in run.logbook if "predictor_candidates" in row]
+    if not rows:
+        return ""
+    return ("<h2>Predictor</h2><p class='hint'>Each generation many more children were bred than fitted; a model "
+            "of the run's records chose which to fit. Its error is predicted against measured fitness of the "
+            "children it chose (each record's <code>prediction</code> in evaluations.jsonl).</p>"
+            + _table(["generation", "new children ranked", "fits", "mean abs. error", "Kendall tau", "model s"],
+                     rows))
+
+
 def compute_summary(run: Run) -> list[tuple[str, object]]:
     """Fits, DIP iterations, CPU/GPU seconds, cache hits: from the logbook and the fit records."""
     rows = run.logbook
@@ -295,6 +310,7 @@ def render_html(run: Run, figures: dict[str, str], baseline: dict | None) -> str
                      f"{' and new held-out pixels' if run.mode == 'blind' else ''}; the best mean was "
                      f"chosen. True PSNR is shown where the clean image is known (never used by blind "
                      f"fitness).</p>{finalists_html(finalists, run.quality_label)}")
+    parts.append(predictor_html(run))
     parts.append(f"<div class='grid2'><div><h2>Compute spent</h2>{_kv_table(compute_summary(run))}</div>"
                  f"<div><h2>Settings</h2>{_kv_table(settings_pairs(run))}</div></div>")
     env = config.get("environment") or {}

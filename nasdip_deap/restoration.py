@@ -44,7 +44,8 @@ def _member(runner: FitRunner, arch: Architecture, task, iterations: int, holdou
 
 @dataclass
 class SearchFits:
-    """The outputs of the ``size`` best-scoring whole-image fits of a search, by cache key."""
+    """The outputs of the ``size`` best-scoring whole-image fits of a search, by cache key: a hook on the
+    search loop (``on_fit_output``), checkpointed with the run."""
 
     size: int
     entries: dict = field(default_factory=dict)  # cache key -> (quality, output image)
@@ -55,6 +56,10 @@ class SearchFits:
         self.entries[key] = (float(quality), output)
         if len(self.entries) > self.size:
             del self.entries[min(self.entries, key=lambda k: (self.entries[k][0], k))]
+
+    def on_fit_output(self, search, key: str, record: dict, output: torch.Tensor) -> None:
+        """Hook: a whole-image search fit's output, as the loop takes it out of the record."""
+        self.offer(key, record["fitness"][0], output)
 
     def ranked(self) -> list[tuple[str, float, torch.Tensor]]:
         """(key, quality, output), best quality first (ties by key, so the order is reproducible)."""

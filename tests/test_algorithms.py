@@ -43,6 +43,8 @@ def non_dominated(entries: list[tuple[float, float]]) -> bool:
 
 @pytest.mark.parametrize("name", ALGORITHMS.names())
 def test_every_algorithm_runs_a_tiny_real_search(name, tiny_task):
+    if name.startswith("predictor"):
+        pytest.importorskip("sklearn")  # the optional extra "predictor"
     search = tiny_search(tiny_task, name).run()
     assert [row["gen"] for row in search.logbook] == [0, 1, 2]
     assert len(search.population) == 4

@@ -151,3 +151,17 @@ def test_bad_settings_are_user_errors(task):
     restored = nasdip_deap.baseline(task, iterations=2, device="cpu", ensemble=2)
     assert restored.ensemble == 2 and restored.image.shape == (3, 32, 32)
     assert torch.isfinite(restored.image).all()
+
+
+def test_the_api_takes_earlier_runs_cache_files_as_the_cli_does(task, tmp_path):
+    """The API and the CLI make a search ready with one function (``compose.start_run``): cached scores of
+    an earlier run (``--cache`` on the CLI, ``cache=`` here) are reused, not fitted again."""
+    from nasdip_deap.cache import CACHE_NAME, CacheFile
+
+    from .helpers import evaluator_for
+
+    context = evaluator_for(task, **TINY).context
+    first = nasdip_deap.search(task, hooks=[CacheFile(tmp_path, context)], **TINY)
+    again = nasdip_deap.search(task, cache=[tmp_path / CACHE_NAME], **TINY)
+    assert first.totals.fits >= 3 and again.totals.fits == 0 and again.totals.cache_hits == first.totals.fits
+    assert again.best_bits == first.best_bits
