@@ -105,3 +105,18 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
         assert refused.value.code == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
+
+
+def test_the_grid_runs_on_real_fits_too(tmp_path, monkeypatch):
+    """--real: the same cells with real DIP fits at the problem's settings (targets from the run's own fits
+    when the problem has no records)."""
+    monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
+    out = tmp_path / "out"
+    assert effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--real", "--seeds", "2",
+                               "--cells", "ga,two-point,flip-bit", "random,two-point,flip-bit",
+                               "--population", "2", "--generations", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "real fits"
+    cells = summary["problems"][0]["cells"]
+    assert set(cells) == {"ga two-point flip-bit", "random"} and all(c["predicted_share"] == 0 for c in cells.values())
+    assert all(c["seeds"] == 2 and c["final_psnr"] for c in cells.values())  # real fits record the true PSNR
