@@ -2,6 +2,9 @@
 one (``compose.build_search``), only with tiny settings."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from nasdip_deap.compose import SearchConfig, build_search
 
 TINY_SEARCH = {"iterations": 10, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none",
@@ -28,3 +31,14 @@ def searched(task, **settings):
     import nasdip_deap
 
     return nasdip_deap.search(task, **settings).search
+
+
+def read_jsonl_safely(path: Path) -> list[dict]:
+    """Lines of a JSONL file that may be being written: a half-written last line is skipped."""
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows

@@ -20,7 +20,7 @@ from nasdip_deap.fitness import Evaluator
 from nasdip_deap.workers import bind_gpu, torch_threads
 from tests import backend_helpers as helpers
 from tests.conftest import REPO, run_main
-from tests.helpers import evaluator_for, tiny_search as build_tiny
+from tests.helpers import evaluator_for, read_jsonl_safely, tiny_search as build_tiny
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
 TINY = ["--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "12", "--seed", "3",
@@ -302,17 +302,6 @@ def launch_and_kill_one_worker(cmd: list[str], out: Path, is_victim, timeout: fl
             proc.communicate()
     assert proc.returncode == 0, output
     return output, victim
-
-
-def read_jsonl_safely(path: Path) -> list[dict]:
-    """Lines of a file being written: a half-written last line is skipped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
 
 
 def assert_every_individual_evaluated(out: Path) -> list[dict]:

@@ -25,23 +25,13 @@ from nasdip_deap.dask_backend import DaskBackend  # noqa: E402
 from tests import backend_helpers as helpers  # noqa: E402
 from tests.conftest import REPO, run_main  # noqa: E402
 from tests.helpers import TINY_SEARCH  # noqa: E402
+from tests.helpers import read_jsonl_safely as read_jsonl  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("dask")  # one xdist worker: the clusters would share 2 cores anyway
 
 TINY16 = ["--crop", "16", "--levels", "3", "--population", "6", "--generations", "2", "--iterations", "20",
           "--seed", "3", "--quiet"]
 DASK_CLI = Path(sys.executable).with_name("dask")  # the `dask` command of this environment
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Lines of a file that may be being written: a half-written last line is skipped."""
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
 
 
 def hall_of_fame(run_dir: Path) -> list:

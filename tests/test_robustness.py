@@ -19,6 +19,7 @@ from nasdip_deap import memory
 from nasdip_deap.runfolder import LOCK_NAME, RunLock
 
 from .conftest import REPO, run_main
+from .helpers import read_jsonl_safely
 
 TINY = ["search", "--crop", "16", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "8",
         "--seed", "2", "--quiet"]
@@ -174,16 +175,6 @@ def test_sigterm_stops_every_worker_and_the_run_resumes_to_the_uninterrupted_res
     compute = [json.loads((run / "best.json").read_text())["compute"] for run in (out, reference)]
     for name in ("fits", "iterations", "cache_hits", "failures", "pixel_steps"):
         assert compute[0][name] == compute[1][name], name
-
-
-def read_jsonl_safely(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines() if path.exists() else []:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass
-    return rows
 
 
 # -- one writer per run folder ------------------------------------------------------------------------
