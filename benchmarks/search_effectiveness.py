@@ -172,8 +172,6 @@ def evaluator_for(problem, real: bool, folder):
     """The fitness strategy of a problem: the recorded table and its surrogate, or real fits."""
     if real:
         return Evaluator
-    # the table scores every architecture: the warning about few held-out pixels of a seed's draw is moot
-    logging.getLogger("nasdip.fitness").setLevel(logging.ERROR)
     entries = load(problem.name, folder)
     if len(entries) < 10:
         raise UserError(f"recorded problem {problem.name!r} has {len(entries)} entries; build it first "
@@ -183,6 +181,19 @@ def evaluator_for(problem, real: bool, folder):
 
 
 def run(args) -> list[dict]:
+    # the table scores every architecture: the warning about few held-out pixels of a seed's draw is moot
+    # (restored afterwards: a test or notebook running this in-process keeps its warnings)
+    logger = logging.getLogger("nasdip.fitness")
+    level = logger.level
+    if not args.real:
+        logger.setLevel(logging.ERROR)
+    try:
+        return _run(args)
+    finally:
+        logger.setLevel(level)
+
+
+def _run(args) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     mode = "real fits" if args.real else "recorded table + surrogate"
