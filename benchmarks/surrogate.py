@@ -12,10 +12,11 @@ import time
 
 import numpy as np
 
-from nasdip_deap.architecture import Architecture
 from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
-from nasdip_deap.genome import ACTIVATIONS, GenomeSpec
+from nasdip_deap.genome import GenomeSpec
+from nasdip_deap.memory import conv_weight_count
+from nasdip_deap.predictor import architecture_features
 
 
 def _sklearn():
@@ -25,43 +26,13 @@ def _sklearn():
         raise UserError("the surrogate needs scikit-learn: pip install -e '.[bench]'") from None
 
 
-def conv_weights(arch: Architecture) -> int:
-    """The convolution weights of the network, counted from the architecture as ``network.DIPNet`` wires it
-    (a feature: building the network to count its parameters costs tens of milliseconds)."""
-    inputs = [arch.input_depth] + [e.channels for e in arch.encoders]
-    total = 0
-    for n, enc in enumerate(arch.encoders):
-        total += enc.kernel ** 2 * inputs[n] * enc.channels + (enc.kernel ** 2 * enc.channels ** 2 if enc.second_conv else 0)
-    for s in arch.skips:
-        total += inputs[s.source] * s.channels
-    for m, dec in enumerate(arch.decoders):
-        deeper = arch.decoders[m + 1].channels if m + 1 < arch.levels else arch.encoders[-1].channels
-        total += dec.kernel ** 2 * (deeper + sum(s.channels for s in arch.skips_into(m))) * dec.channels
-        total += dec.channels ** 2 if dec.conv1x1 else 0
-    return total + arch.decoders[0].channels * 3
-
-
-def features(arch: Architecture) -> list[float]:
-    """Numbers a model can split on: per level the encoder's and decoder's width (log2), kernel and options,
-    the skip channels arriving there; then the meta-parameters and the convolution weights (log10)."""
-    row: list[float] = []
-    for level, (enc, dec) in enumerate(zip(arch.encoders, arch.decoders)):
-        skips = arch.skips_into(level)
-        row += [math.log2(enc.channels), enc.kernel, enc.downsample == "avg", enc.second_conv,
-                math.log2(dec.channels), dec.kernel, dec.upsample == "bilinear", dec.conv1x1,
-                math.log2(1 + sum(s.channels for s in skips)), len(skips)]
-    row += [math.log10(arch.learning_rate), arch.input_depth, arch.reg_noise_std,
-            *[arch.activation == a for a in ACTIVATIONS], arch.iterations_fraction or 1.0,
-            math.log10(conv_weights(arch)), len(arch.skips)]
-    return [float(v) for v in row]
-
-
-def matrix(entries: list[dict], spec: GenomeSpec) -> np.ndarray:
-    return np.array([features(spec.decode(e["bits"])) for e in entries])
+def matrix(bits_list: list, spec: GenomeSpec) -> np.ndarray:
+    """The product's predictor features (``architecture_features``) of each genome's architecture."""
+    return np.array([architecture_features(spec.decode(bits), spec.levels) for bits in bits_list])
 
 
 class Surrogate:
-    """Two regressors over ``features``: blind fitness and true PSNR (the latter is recorded, never
+    """Two regressors over the product's ``architecture_features``: blind fitness and true PSNR (the latter is recorded, never
     searched on). ``model`` is a scikit-learn regressor: gradient-boosting (histogram gradient boosting, the
     default: on 200 entries a problem its worst and mean Kendall tau were the higher, docs/results.md) or
     random-forest."""
@@ -90,7 +61,7 @@ class Surrogate:
         return RandomForestRegressor(n_estimators=100, min_samples_leaf=2, n_jobs=1, random_state=self.seed)
 
     def fit(self, entries: list[dict]) -> "Surrogate":
-        x = matrix(entries, self.spec)
+        x = matrix([e["bits"] for e in entries], self.spec)
         for target, values in (("fitness", [e["fitness"][0] for e in entries]),
                                ("psnr", [e["metrics"].get("psnr", math.nan) for e in entries])):
             y = np.array(values, dtype=float)
@@ -100,7 +71,7 @@ class Surrogate:
         return self
 
     def predict(self, bits_list: list, target: str = "fitness") -> np.ndarray:
-        return self.models[target].predict(np.array([features(self.spec.decode(b)) for b in bits_list]))
+        return self.models[target].predict(matrix(bits_list, self.spec))
 
 
 def validation(entries: list[dict], spec: GenomeSpec, model: str = "gradient-boosting", heldout: float = 0.25,
@@ -153,7 +124,7 @@ class SurrogateEvaluator(Evaluator):
             seconds, parameters = self.mean_seconds, None
         else:
             raise UserError(f"architecture {arch.key()} is not in the recorded table and no surrogate was given")
-        parameters = parameters or conv_weights(arch)  # an unrecorded architecture: its convolution weights
+        parameters = parameters or conv_weight_count(arch, self.task.channels)  # unrecorded: its conv weights
         values = {"quality": quality, "parameters": float(parameters), "fit_seconds": seconds}
         metrics = {"heldout_psnr": quality, **({"psnr": psnr} if psnr is not None else {})}
         rec.update(fitness=[values[o] for o in self.settings.objectives],

@@ -48,6 +48,23 @@ def feature_elements(arch: Architecture, size: tuple[int, int], out_channels: in
     return total + 2 * out_channels * sizes[0]
 
 
+def conv_weight_count(arch: Architecture, out_channels: int = 3) -> int:
+    """The convolution weights of the network ``network.build_network`` wires for ``arch``, counted from the
+    architecture alone (microseconds, where building the network costs tens of milliseconds): a feature for
+    models of fitness and the cost of an unfitted architecture."""
+    inputs = [arch.input_depth] + [e.channels for e in arch.encoders]
+    total = 0
+    for n, enc in enumerate(arch.encoders):
+        total += enc.kernel ** 2 * inputs[n] * enc.channels + (enc.kernel ** 2 * enc.channels ** 2 if enc.second_conv else 0)
+    for s in arch.skips:
+        total += inputs[s.source] * s.channels
+    for m, dec in enumerate(arch.decoders):
+        deeper = arch.decoders[m + 1].channels if m + 1 < arch.levels else arch.encoders[-1].channels
+        total += dec.kernel ** 2 * (deeper + sum(s.channels for s in arch.skips_into(m))) * dec.channels
+        total += dec.channels ** 2 if dec.conv1x1 else 0
+    return total + arch.decoders[0].channels * out_channels
+
+
 def parameter_count(arch: Architecture, out_channels: int) -> int:
     """Parameters of the network (the exact count; the builder is not run)."""
     from .network import build_network, count_parameters

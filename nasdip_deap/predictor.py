@@ -31,6 +31,7 @@ from deap import tools
 from .algorithms import History, MuPlusLambda
 from .architecture import Architecture
 from .errors import UserError
+from .memory import conv_weight_count
 from .params import PROBABILITY, Param
 from .registry import ALGORITHMS
 
@@ -52,19 +53,17 @@ def require_sklearn(what: str):
 def architecture_features(arch: Architecture, levels: int) -> list[float]:
     """A fixed-length numeric description of a decoded architecture (genomes of one spec share ``levels``):
     per level the encoder's and decoder's log2 channels, kernel and options, every skip's log2 channels
-    (0: no skip), the meta-parameters, and a rough log10 count of convolution weights."""
+    (0: no skip), the meta-parameters, and the log10 count of convolution weights."""
     row: list[float] = []
-    weights = 0.0
     for n in range(levels):
         enc, dec = arch.encoders[n], arch.decoders[n]
         row += [math.log2(enc.channels), enc.kernel, float(enc.downsample == "avg"), float(enc.second_conv),
                 math.log2(dec.channels), dec.kernel, float(dec.upsample == "bilinear"), float(dec.conv1x1)]
-        weights += enc.channels ** 2 * enc.kernel ** 2 * (1 + enc.second_conv) + dec.channels ** 2 * dec.kernel ** 2
     skips = {(s.source, s.target): s.channels for s in arch.skips}
     row += [math.log2(skips[(i, j)]) + 1.0 if (i, j) in skips else 0.0 for i in range(levels) for j in range(levels)]
     row += [math.log10(arch.learning_rate), math.log2(arch.input_depth), arch.reg_noise_std,
             *(float(arch.activation == name) for name in ACTIVATION_NAMES),
-            arch.iterations_fraction or 1.0, float(len(arch.skips)), math.log10(weights)]
+            arch.iterations_fraction or 1.0, float(len(arch.skips)), math.log10(conv_weight_count(arch))]
     return row
 
 

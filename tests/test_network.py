@@ -52,3 +52,15 @@ def test_cross_scale_skips_are_resampled():
 def test_level_sizes_odd_image():
     sizes = level_sizes((45, 33), classical_dip())
     assert sizes[0] == (45, 33) and sizes[1] == (23, 17) and len(sizes) == 6
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_conv_weight_count_matches_the_built_network(out_channels):
+    """The count the predictor and the surrogate use as a feature is that of the network that trains."""
+    from nasdip_deap.memory import conv_weight_count
+
+    spec, rng = GenomeSpec(levels=5), random.Random(7)
+    for arch in [classical_dip(5)] + [spec.decode(spec.random_bits(rng)) for _ in range(20)]:
+        net = build_network(arch, out_channels=out_channels)
+        built = sum(m.weight.numel() for m in net.modules() if isinstance(m, torch.nn.Conv2d))
+        assert conv_weight_count(arch, out_channels) == built, arch.key()
