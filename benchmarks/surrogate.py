@@ -1,5 +1,5 @@
 """A surrogate of a recorded problem: decoded-architecture features to blind fitness (and true PSNR), fitted
-with scikit-learn (the ``bench`` extra), validated on held-out architectures, and served as a fitness strategy:
+with scikit-learn (the ``predictor`` extra, as the product's predictor is), validated on held-out architectures, and served as a fitness strategy:
 ``SurrogateEvaluator`` is the product's ``Evaluator`` with the fit replaced by a lookup (a genome the table
 holds) or a prediction, so any algorithm and operator runs on it unchanged through the normal toolbox and
 loop, and one search takes well under a second.
@@ -16,14 +16,7 @@ from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
 from nasdip_deap.genome import GenomeSpec
 from nasdip_deap.memory import conv_weight_count
-from nasdip_deap.predictor import architecture_features
-
-
-def _sklearn():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        raise UserError("the surrogate needs scikit-learn: pip install -e '.[bench]'") from None
+from nasdip_deap.predictor import architecture_features, require_sklearn
 
 
 def matrix(bits_list: list, spec: GenomeSpec) -> np.ndarray:
@@ -40,7 +33,7 @@ class Surrogate:
     MODELS = ("gradient-boosting", "random-forest")
 
     def __init__(self, spec: GenomeSpec, model: str = "gradient-boosting", seed: int = 0):
-        _sklearn()
+        require_sklearn("the surrogate")
         if model not in self.MODELS:
             raise UserError(f"unknown surrogate model {model!r}; valid: {', '.join(self.MODELS)}")
         self.spec, self.model, self.seed = spec, model, seed

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("sklearn", reason="the surrogate needs the bench extra: pip install -e '.[bench]'")
+pytest.importorskip("sklearn", reason="the surrogate needs the predictor extra: pip install -e '.[predictor]'")
 
 from recorded import PROBLEMS, load  # noqa: E402
 from search_effectiveness import DEFAULT_CELL, fits_to_reach, run_cell  # noqa: E402

@@ -110,7 +110,7 @@ def check_applies(args: argparse.Namespace, config: SearchConfig, task) -> None:
         if name in given and algorithm is not None and name not in algorithm.params:
             raise UserError(f"--{name} does not apply to algorithm {algorithm.name!r} (its parameters: "
                             f"{', '.join(sorted(algorithm.params)) or 'none'})")
-    if "cost" in given and not ALGORITHMS.get(str(config.algorithm).partition(":")[0]).multi_objective:
+    if "cost" in given and algorithm is not None and not algorithm.obj.multi_objective:
         raise UserError(f"--cost is the second objective of a multi-objective algorithm (nsga2), not of "
                         f"{config.algorithm}")
     if "finalist_repeats" in given and not config.finalists:

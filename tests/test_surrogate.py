@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-pytest.importorskip("sklearn", reason="the surrogate needs the bench extra: pip install -e '.[bench]'")
+pytest.importorskip("sklearn", reason="the surrogate needs the predictor extra: pip install -e '.[predictor]'")
 
 recorded = importlib.import_module("recorded")
 surrogate = importlib.import_module("surrogate")
@@ -92,6 +92,12 @@ def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch)
         assert all(a <= b for a, b in zip(cell["median"], cell["median"][1:]))  # best-so-far never drops
         assert cell["seeds"] == 3
     assert summary["targets"]["p90"] <= summary["targets"]["p99"] <= summary["targets"]["best"]
+    # the default's own final best: every default seed at or above its median reaches it, within its fits
+    default = summary["cells"]["ga two-point flip-bit"]
+    reached = [v for v in default["reach"]["default_final"] if math.isfinite(v)]
+    assert len(reached) >= 2 and max(reached) <= summary["fits"]
+    assert f"true PSNR at {summary['equal_fits']} fits" in text and "fits to the default's final best" in text
+    assert all(len(c["psnr_at_equal_fits"]) == 3 for c in summary["cells"].values())
 
 
 def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
