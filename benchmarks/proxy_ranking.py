@@ -2,14 +2,14 @@
 fitness and the true PSNR of a whole-image fit.
 
 For each image, ``--archs`` architectures (classical DIP, random genomes and mutants of classical DIP)
-are fitted on the whole image with every observed pixel (what the final fit of a search does) and on
-each proxy: centre crops, several crops spread over the image (each with its own held-out pixels),
-and a copy downscaled by 2 (block means of the observed pixels, ``Task.downscale``). Proxy fits use
-blind fitness (10 % of the observed pixels held out; no ground truth), and their true PSNR on the crop
-is recorded too, so both a blind and a reference proxy are ranked. ``none`` is a search without a
-proxy: a blind fit of the whole image. Every fit is written to ``--out`` as it finishes, and a rerun
-skips the fits already there, so the script can be stopped and continued (or split over two
-processes with ``--reverse``).
+are fitted on the whole image with every observed pixel, as the final fit of a search is
+(``restoration.restore``), and scored on each proxy as a search scores its candidates: the product's own
+evaluator (``compose.build_search`` with ``proxy=...``, blind fitness, 10 % of each proxy problem's
+observed pixels held out), so the crops, the downscaled copy and the held-out draws are the ones that
+ship. The evaluator also records the true PSNR of the proxy fits, so both a blind and a reference proxy
+are ranked. ``none`` is a search without a proxy: a blind fit of the whole image. Every fit is written to
+``--out`` as it finishes, and a rerun skips the fits already there, so the script can be stopped and
+continued (or split over two processes with ``--reverse``).
 
     python benchmarks/proxy_ranking.py --image hill --size 192 --iterations 300 --out runs/proxy-hill.json
     python benchmarks/proxy_ranking.py --report runs/proxy-hill.json runs/proxy-kodim03.json
@@ -18,44 +18,43 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import fcntl
 import json
-import math
 import os
 import random
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nasdip_deap.engine import fit  # noqa: E402
-from nasdip_deap.fitness import derive_seed, make_holdout  # noqa: E402
+from nasdip_deap.errors import UserError  # noqa: E402
+from nasdip_deap.compose import RestoreConfig, SearchConfig, build_search  # noqa: E402
 from nasdip_deap.genome import GenomeSpec, classical_dip  # noqa: E402
-from nasdip_deap.image_io import center_crop, load_image  # noqa: E402
+from nasdip_deap.problem import Inputs, build_task  # noqa: E402
 from nasdip_deap.registry import TASKS  # noqa: E402
+from nasdip_deap.restoration import restore  # noqa: E402
 
 HOLDOUT = 0.1
+LEVELS = 5
 
 
 def data_folder() -> Path:
     return Path(os.environ.get("NASDIP_DATA", ROOT.parent / "shared" / "data"))
 
 
-def load_problem(name: str, size: int):
-    """The whole-image task: a standard noisy input (``dip-color-denoise-25``) or kate with its mask."""
+def load_problem(name: str, size: int, seed: int = 0):
+    """The whole-image task, read as the CLI reads it (``problem.build_task``, a centre crop of ``size``):
+    a standard noisy input of ``dip-color-denoise-25``, or kate inpainted with its text mask."""
     data = data_folder()
     if name == "kate":
-        clean = center_crop(load_image(data / "kate.png"), size)
-        mask = center_crop((load_image(data / "kate_mask.png").amax(0, keepdim=True) > 0).float(), size)
-        return TASKS.get("inpaint")(clean * mask, clean=clean, observed_mask=mask, options={"mask": "kate_mask.png"})
+        return build_task(TASKS.get("inpaint"), {"mask": str(data / "kate_mask.png")},
+                          Inputs(image=str(data / "kate.png"), crop=size), LEVELS, seed)
     folder = data / "dip-color-denoise-25"
-    clean = center_crop(load_image(folder / f"{name}_GT.png"), size)
-    noisy = center_crop(load_image(folder / f"{name}_noisy.png"), size)
-    return TASKS.get("denoise")(noisy, clean=clean, options={"sigma": 25.0})
+    return build_task(TASKS.get("denoise"), {"sigma": 25.0}, Inputs(observed=str(folder / f"{name}_noisy.png"),
+                      clean=str(folder / f"{name}_GT.png"), crop=size), LEVELS, seed)
 
 
 def architectures(spec: GenomeSpec, count: int, seed: int) -> list[list[int]]:
@@ -72,86 +71,70 @@ def architectures(spec: GenomeSpec, count: int, seed: int) -> list[list[int]]:
     return out
 
 
-def sub_task(task, top: int, left: int, size: int):
-    """The task restricted to a ``size`` square at (top, left): observation, mask and ground truth."""
-    window = (slice(None), slice(top, top + size), slice(left, left + size))
-    return type(task)(task.observation[window], clean=task.clean[window], observed_mask=task.observed_mask[window],
-                      options=task.options)
+def proxies(size: int) -> dict[str, str]:
+    """Row name -> the product's proxy choice (``--proxy``), for a ``size`` px image."""
+    return {"none": "none", "crop 64": "crops:n=1,size=64", "crop 96": "crops:n=1,size=96",
+            "crop 128": "crops:n=1,size=128", "2 crops of 64": "crops:n=2,size=64",
+            "4 crops of 64": "crops:n=4,size=64", "downscale x2": f"downscale:size={size // 2}"}
 
 
-def spread_positions(height: int, width: int, size: int, n: int, seed: int) -> list[tuple[int, int]]:
-    """``n`` crop corners, one drawn at random inside each cell of a grid over the image."""
-    rng = random.Random(seed)
-    rows = max(1, int(math.sqrt(n)))
-    cols = math.ceil(n / rows)
-    out = []
-    for i in range(n):
-        r, c = divmod(i, cols)
-        top_lo, top_hi = r * (height - size) // rows, (r + 1) * (height - size) // rows
-        left_lo, left_hi = c * (width - size) // cols, (c + 1) * (width - size) // cols
-        out.append((rng.randint(top_lo, max(top_lo, top_hi)), rng.randint(left_lo, max(left_lo, left_hi))))
+def evaluators(task, size: int, iterations: int, seed: int, skip=()) -> dict:
+    """Row name -> the evaluator a search with that proxy scores candidates with (proxies the image is too
+    small for are left out)."""
+    out = {}
+    for row, choice in proxies(size).items():
+        if row in skip:
+            continue
+        config = SearchConfig(proxy=choice, iterations=iterations, seed=seed, fitness="blind", holdout=HOLDOUT,
+                              levels=LEVELS, search_fits=0, precision="fp32")
+        try:
+            out[row] = build_search(config, task).evaluator
+        except UserError:  # the product refuses it for this image (crops not smaller than the image)
+            continue
     return out
 
 
-def fits_needed(task, name: str) -> dict[str, object]:
-    """Every fit the proxies need: name -> sub-task (or the whole task, for ``whole`` and ``none``)."""
-    h, w = task.output_size
-    jobs = {"whole": task, "none": task}
-    for size in (64, 96, 128):
-        jobs[f"centre{size}"] = sub_task(task, (h - size) // 2, (w - size) // 2, size)
-    for i, (top, left) in enumerate(spread_positions(h, w, 64, 4, seed=7)):
-        jobs[f"spread64_{i}"] = sub_task(task, top, left, 64)
-    jobs["down2"] = task.downscale(2)
-    return jobs
+def whole_fit(bits, spec, task, iterations: int, seed: int) -> dict:
+    """The final fit of a search: the architecture on the whole image with every observed pixel."""
+    config = RestoreConfig(iterations=iterations, seed=seed, precision="fp32")
+    result = restore(spec.decode(bits), task, config.runner(), iterations, run_seed=seed)
+    return {"job": "whole", "key": spec.decode(bits).key(), "pixels": task.output_size[0] * task.output_size[1],
+            "heldout_psnr": None, "true_psnr": result.metrics["psnr"], "seconds": result.seconds}
 
 
-PROXIES = {  # proxy -> the fits whose scores it averages
-    "none": ["none"],
-    "crop 64": ["centre64"],
-    "crop 96": ["centre96"],
-    "crop 128": ["centre128"],
-    "2 crops of 64": ["spread64_0", "spread64_1"],
-    "4 crops of 64": ["spread64_0", "spread64_1", "spread64_2", "spread64_3"],
-    "downscale x2": ["down2"],
-}
-
-
-def one_fit(bits, spec, job: str, task, iterations: int, seed: int) -> dict:
-    arch = spec.decode(bits)
-    fit_seed = derive_seed(seed, arch.key())
-    blind = job != "whole"
-    holdout = make_holdout(task, HOLDOUT, seed) if blind else None
-    fit_task = task
-    if blind:  # the fit itself never sees the clean image; its true PSNR is computed after
-        fit_task = type(task)(task.observation, clean=None, observed_mask=task.observed_mask, options=task.options)
-    started = time.perf_counter()
-    result = fit(arch, fit_task, iterations, device="cpu", seed=fit_seed, holdout=holdout)
-    return {"job": job, "key": arch.key(), "pixels": task.output_size[0] * task.output_size[1],
-            "heldout_psnr": result.metrics.get("heldout_psnr"),
-            "true_psnr": task.quality(result.restored, task.clean)["psnr"],
-            "seconds": time.perf_counter() - started}
+def proxy_fit(bits, evaluator, row: str) -> dict:
+    record = evaluator.record(bits)
+    return {"job": row, "key": evaluator.spec.decode(bits).key(),
+            "pixels": sum(p.output_size[0] * p.output_size[1] for p in evaluator.problems),
+            "heldout_psnr": record["fitness"][0], "true_psnr": record["metrics"].get("psnr"),
+            "seconds": record["seconds"]}
 
 
 def run(args) -> None:
-    torch.set_num_threads(1)
-    spec = GenomeSpec()
-    task = load_problem(args.image, args.size)
+    spec = GenomeSpec(levels=LEVELS)
+    task = load_problem(args.image, args.size, args.seed)
     out = Path(args.out)
-    jobs = {k: v for k, v in fits_needed(task, args.image).items() if k not in (args.skip or ())}
+    skip = set(args.skip or ())
+    jobs = {row: functools.partial(proxy_fit, evaluator=ev, row=row)
+            for row, ev in evaluators(task, args.size, args.iterations, args.seed, skip).items()}
+    if "whole" not in skip:
+        jobs = {"whole": functools.partial(whole_fit, spec=spec, task=task, iterations=args.iterations,
+                                           seed=args.seed), **jobs}
     archs = architectures(spec, args.archs, args.seed)
     for bits in reversed(archs) if args.reverse else archs:
         key = spec.decode(bits).key()
-        for job, sub in jobs.items():
+        for job, fit_one in jobs.items():
             if (key, job) in fits_in(out, args):
                 continue
-            record = one_fit(bits, spec, job, sub, args.iterations, args.seed)
+            record = fit_one(bits)
             with locked(out):
                 done = read_fits(out, args)
                 if (key, job) not in {(f["key"], f["job"]) for f in done["fits"]}:
                     done["fits"].append(record)
                     out.write_text(json.dumps(done, indent=1))
-            print(f"{args.image} {key[:8]} {job:<12} true {record['true_psnr']:6.2f} held-out "
-                  f"{record['heldout_psnr'] or float('nan'):6.2f}  {record['seconds']:.0f}s", flush=True)
+            held = record["heldout_psnr"]
+            print(f"{args.image} {key[:8]} {job:<14} true {record['true_psnr']:6.2f} held-out "
+                  f"{float('nan') if held is None else held:6.2f}  {record['seconds']:.0f}s", flush=True)
 
 
 def read_fits(out: Path, args) -> dict:
@@ -186,22 +169,20 @@ def report(paths: list[str]) -> str:
         for f in data["fits"]:
             by_key.setdefault(f["key"], {})[f["job"]] = f
         complete = [fits for fits in by_key.values() if "whole" in fits]
-        truth = [fits["whole"]["true_psnr"] for fits in complete]
         whole_pixels = complete[0]["whole"]["pixels"]
-        for proxy, parts in PROXIES.items():
-            rows = [fits for fits in complete if all(p in fits for p in parts)]
+        for proxy in proxies(data["size"]):
+            rows = [fits for fits in complete if proxy in fits]
             if len(rows) < 4:
                 continue
-            blind = [sum(fits[p]["heldout_psnr"] for p in parts) / len(parts) for fits in rows]
-            ref = [sum(fits[p]["true_psnr"] for p in parts) / len(parts) for fits in rows]
+            blind = [fits[proxy]["heldout_psnr"] for fits in rows]
+            ref = [fits[proxy]["true_psnr"] for fits in rows]
             true = [fits["whole"]["true_psnr"] for fits in rows]
             rho_b = spearmanr(blind, true).statistic
             rho_r = spearmanr(ref, true).statistic if proxy != "none" else float("nan")
-            cost = sum(rows[0][p]["pixels"] for p in parts) / whole_pixels
+            cost = rows[0][proxy]["pixels"] / whole_pixels
             summary.setdefault(proxy, []).append((rho_b, rho_r, cost))
             lines.append(f"| {proxy} | {data['image']} {data['size']} px ({len(rows)} archs) | {rho_b:.2f} | "
                          f"{rho_r:.2f} | {cost:.2f} |")
-        del truth
     lines += ["", "| proxy | mean Spearman, blind | mean Spearman, reference | compute |", "|---|---|---|---|"]
     for proxy, values in summary.items():
         b = sum(v[0] for v in values) / len(values)
@@ -220,8 +201,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reverse", action="store_true", help="architectures in reverse order: a second "
                         "process on the same --out meets the first halfway")
     parser.add_argument("--out", help="JSON file of fits (continued when it exists)")
-    parser.add_argument("--skip", nargs="+", metavar="FIT", help="fits not to make, e.g. none (the blind whole-image "
-                                                                 "fit, the expensive no-proxy row)")
+    parser.add_argument("--skip", nargs="+", metavar="ROW", choices=["whole", *proxies(192)], help="rows not to fit, e.g. none (the blind whole-image "
+                                                                 "fit, the expensive no-proxy row) or '4 crops of 64'")
     parser.add_argument("--report", nargs="+", metavar="JSON", help="print the correlation table of these files")
     args = parser.parse_args(argv)
     if args.report:
