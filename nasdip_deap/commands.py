@@ -52,6 +52,12 @@ def config_from_args(args: argparse.Namespace, cls):
 
 def task_from_args(args: argparse.Namespace, levels: int):
     """The task of ``--task`` with the options given for it; an option of another task is an error."""
+    cls, given, inputs = task_parts(args)
+    return build_task(cls, given, inputs, levels, args.seed)
+
+
+def task_parts(args: argparse.Namespace) -> tuple[type, dict, Inputs]:
+    """(task class, the options given for it, the input files) of ``--task``."""
     cls = TASKS.get(args.task)
     own = {o.name for o in cls.OPTIONS}
     given = {}
@@ -65,7 +71,7 @@ def task_from_args(args: argparse.Namespace, levels: int):
     inputs = Inputs(image=args.image, observed=args.observed, clean=args.clean, crop=args.crop)
     if args.crop is not None and args.crop < 0:
         raise UserError(f"--crop must be >= 0 (0 = no crop), got {args.crop}")
-    return build_task(cls, given, inputs, levels, args.seed)
+    return cls, given, inputs
 
 
 def write_inputs(task, run_dir: Path) -> dict:
@@ -124,10 +130,12 @@ def search(args) -> int:
     from . import cache, checkpoint, hooks, resume
 
     original, state, resuming = args, None, bool(getattr(args, "resume", None))
-    if resuming:
-        args, state = resume.resume_arguments(args)  # reads only; the run folder is left as it is
-    config = config_from_args(args, SearchConfig)
-    task = task_from_args(args, config.levels)
+    if resuming:  # the saved run as a whole, with the command line's run-time options; reads only
+        definition, state = resume.resume_run(args)
+    else:
+        definition = resume.run_definition(args, config_from_args(args, SearchConfig), task_parts(args))
+    config, task = resume.build_definition(definition)
+    args.baseline_fit = definition["baseline_fit"]
     check_applies(args, config, task)
     run = build_search(config, task)  # checks the device, the parts and their parameters: nothing written yet
     evaluator = run.evaluator
@@ -138,9 +146,9 @@ def search(args) -> int:
     with RunLock(run_dir):
         original.run_dir_in_use = str(run_dir)
         if resuming:
-            degraded = resume.record_resume(run_dir, args, state)  # the last check; then config.json notes it
+            degraded = resume.record_resume(run_dir, args, definition, state)  # the last check; then config.json notes it
             after = "before its first checkpoint" if state is None else f"after generation {state['generation']}"
-            log.info("resuming %s %s (of %d generations)", run_dir, after, args.generations)
+            log.info("resuming %s %s (of %d generations)", run_dir, after, config.generations)
         else:
             removed = clear_previous_run(run_dir)
             if removed:
@@ -153,7 +161,8 @@ def search(args) -> int:
                 "population": config.population, "generations": config.generations, "seed": config.seed,
                 "hof_size": config.hof_size, "seed_classical": config.seed_classical,
                 "init_spread": config.init_spread, "ensemble": config.ensemble, "degraded": degraded,
-                "environment": environment(), "arguments": resume.saved_settings(args, run_dir)})
+                "environment": environment(), "arguments": resume.saved_settings(args, run_dir),
+                "run": definition})
             log.info("search: task %s, selected with %s, %s, population %d, %d generations, %d iterations per "
                      "fit, candidates scored on %s -> %s", task.name, SELECTED_WITH[evaluator.settings.mode],
                      run.algorithm.name, config.population, config.generations, config.iterations,
@@ -162,7 +171,7 @@ def search(args) -> int:
                 log.warning("reference fitness: the clean image selects the architectures (an oracle for "
                             "benchmarks); a restoration without ground truth uses the default, --fitness blind")
         run.hooks += [hooks.ResultsWriter(run_dir), cache.CacheFile(run_dir, evaluator.context),
-                     checkpoint.CheckpointHook(run_dir, resume.saved_settings(args, run_dir)),
+                     checkpoint.CheckpointHook(run_dir, definition),
                      hooks.ProgressHook(quiet=args.quiet, generations=config.generations)]
         if state is not None:
             for name in ("evaluations.jsonl", "errors.jsonl"):

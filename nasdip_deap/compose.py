@@ -258,6 +258,25 @@ def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):
     return make_backend(config.backend, config.backend_options(evaluator))
 
 
+def config_to_dict(config) -> dict[str, Any]:
+    """Every field of a config as JSON data (a part given as an object is kept by its label, see
+    ``part_label``): what a run folder saves so that ``--resume`` rebuilds the same config as a whole."""
+    values = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        values[f.name] = value if value is None or isinstance(value, (str, int, float, bool)) else part_label(value)
+    return values
+
+
+def config_from_dict(values: dict[str, Any], cls=SearchConfig):
+    """The config saved by ``config_to_dict``, checked as a new one is; a setting this version does not
+    know is refused (the run was saved by another version)."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise UserError(f"the saved settings hold {unknown[0]!r}, a setting this version of nasdip does not know")
+    return cls(**values)
+
+
 def config_fields(cls=SearchConfig) -> dict[str, Any]:
     """{field name: default} of a config class: what the CLI builds its flags' defaults from."""
     return {f.name: f.default for f in dataclasses.fields(cls)}

@@ -1,7 +1,8 @@
-"""Resuming a run: its saved settings, merged with what the command line gives again.
+"""Resuming a run: its saved definition, as a whole, with the command line's run-time options.
 
-A run folder keeps the parsed command line in ``config.json`` (``arguments``) and, after every
-generation, a checkpoint (see ``checkpoint.py``). ``--resume RUN`` continues from the checkpoint, or,
+A run folder keeps the run's definition (the whole ``SearchConfig``, the task and its input files) in
+``config.json`` (``run``; the parsed command line beside it, ``arguments``, for the report) and, after
+every generation, in a checkpoint (see ``checkpoint.py``). ``--resume RUN`` continues from the checkpoint, or,
 when the run was stopped before its first checkpoint, starts it again from its saved settings with the
 evaluations it already made (``cache.jsonl``), which then count as this run's own fits.
 """
@@ -54,14 +55,72 @@ def _same(name: str, given, saved) -> bool:
     return given == saved
 
 
-def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
-    """Load ``RUN_DIR/checkpoint.pkl`` (or, without one, the run's ``config.json``) and merge the run's
-    saved settings with the command line; the state is None when there is no checkpoint yet.
+# -- the run as a whole -----------------------------------------------------------------------------
+def run_definition(args: argparse.Namespace, config, parts: tuple) -> dict:
+    """What a search computes, as JSON data saved in config.json (``run``) and in every checkpoint: the
+    whole ``SearchConfig`` (``compose.config_to_dict``), the task with its options and the input files
+    (absolute paths), and ``--baseline-fit``. ``parts`` is ``commands.task_parts(args)``."""
+    from .compose import config_to_dict
 
-    Options given explicitly (``args.given_options``; argparse defaults do not count) must equal the
-    saved ones, except the run-time options (``--quiet``, ``--verbose``, ``--device``, ``--backend``,
-    ``--workers``, ``--scheduler``, ``--cache``, and ``--generations``, which may extend the run). Nothing is written.
-    """
+    cls, options, inputs = parts
+    files = set(file_options())
+    return {"config": config_to_dict(config), "task": cls.name,
+            "task_options": {k: os.path.abspath(v) if k in files and v else v for k, v in options.items()},
+            "inputs": {"image": _absolute(inputs.image), "observed": _absolute(inputs.observed),
+                       "clean": _absolute(inputs.clean), "crop": inputs.crop},
+            "baseline_fit": bool(getattr(args, "baseline_fit", False))}
+
+
+def _absolute(path):
+    return os.path.abspath(path) if path else path
+
+
+def build_definition(definition: dict):
+    """(``SearchConfig``, task) of a run definition: the config rebuilt whole and checked as a new one
+    is, the task read from its files as the CLI reads them."""
+    from .compose import config_from_dict
+    from .problem import Inputs, build_task
+    from .registry import TASKS
+
+    config = config_from_dict(definition["config"])
+    task = build_task(TASKS.get(definition["task"]), dict(definition["task_options"]),
+                      Inputs(**definition["inputs"]), config.levels, config.seed)
+    return config, task
+
+
+def _legacy_definition(saved: dict) -> dict:
+    """The run definition of a run saved before definitions were (its parsed command line only), made the
+    way a new run's is, so both resume through one path."""
+    from .commands import config_from_args, task_parts
+    from .compose import SearchConfig, config_fields
+
+    values = {**config_fields(), "no_classical_seed": False, "baseline_fit": False, "task": "denoise",
+              "image": None, "observed": None, "clean": None, "crop": None, **saved}
+    if values.get("fitness") == "auto":  # a run of version 0.2, where auto meant the oracle when a clean image was known
+        values["fitness"] = "blind" if values.get("observed") and not values.get("clean") else "reference"
+    args = argparse.Namespace(**values)
+    return run_definition(args, config_from_args(args, SearchConfig), task_parts(args))
+
+
+def _saved_value(name: str, definition: dict):
+    """The value option ``name`` (an argparse dest) had in the saved run, or KeyError."""
+    if name == "no_classical_seed":
+        return not definition["config"]["seed_classical"]
+    for part in (definition["config"], definition["inputs"], definition["task_options"]):
+        if name in part:
+            return part[name]
+    if name in ("task", "baseline_fit"):
+        return definition[name]
+    raise KeyError(name)
+
+
+def resume_run(args: argparse.Namespace) -> tuple[dict, dict | None]:
+    """The run definition of ``args.resume`` (from its checkpoint, or from config.json when it was stopped
+    before its first checkpoint) and the checkpoint's state (None without one). The definition is the
+    saved one as a whole; only the run-time options given on this command line replace their saved
+    values (``--device``, ``--backend``, ``--workers``, ``--scheduler``, and ``--generations``, which may
+    extend the run; ``--quiet``, ``--verbose`` and ``--cache`` are this command's own). Any other option
+    given (argparse defaults do not count) must equal its saved value. Nothing is written."""
     run_dir = Path(args.resume)
     if not run_dir.is_dir():
         raise UserError(f"cannot resume: {str(run_dir)!r} is not a run folder")
@@ -70,29 +129,29 @@ def resume_arguments(args: argparse.Namespace) -> tuple[argparse.Namespace, dict
         saved = state["settings"]
     else:
         state, saved = None, saved_arguments(run_dir)
+    definition = saved if "config" in saved else _legacy_definition(saved)
     given = set(getattr(args, "given_options", ()) or ())
     conflicts = []
     for name in sorted(given - RUNTIME_OPTIONS - {"command"}):
         value = getattr(args, name, None)
-        if name in saved and not _same(name, value, saved[name]):
-            conflicts.append(f"{_flag(name)} {value!r} (the run used {saved[name]!r})")
+        try:
+            before = _saved_value(name, definition)
+        except KeyError:
+            continue
+        if not _same(name, value, before):
+            conflicts.append(f"{_flag(name)} {value!r} (the run used {before!r})")
     if "out" in given and args.out and os.path.abspath(args.out) != os.path.abspath(run_dir):
         conflicts.append(f"--out {args.out!r} (resuming writes into {str(run_dir)!r})")
     if conflicts:
         raise UserError(f"cannot resume {str(run_dir)!r}: conflicting option(s) {'; '.join(conflicts)}; "
                         f"leave them out to use the run's saved settings")
-    merged = {**vars(args), **saved}
-    if merged.get("fitness") == "auto":  # a run of version 0.2, where auto meant the oracle when a clean image was known
-        merged["fitness"] = "blind" if merged.get("observed") and not merged.get("clean") else "reference"
-    for name in ("quiet", "verbose", "device", "generations", "backend", "workers", "scheduler"):
-        if name in given:
-            merged[name] = getattr(args, name)
-    for name in ("workers", "scheduler"):  # a saved worker count or scheduler belongs to the saved backend
-        if "backend" in given and name not in given:
-            merged[name] = getattr(args, name, None)
-    merged.update(cache=getattr(args, "cache", None), resume=str(run_dir), out=str(run_dir), force=True,
-                  given_options=sorted(given))
-    return argparse.Namespace(**merged), state
+    runtime = {name: getattr(args, name) for name in ("device", "generations", "backend", "workers", "scheduler")
+               if name in given}
+    if "backend" in given:  # a saved worker count or scheduler belongs to the saved backend
+        runtime.setdefault("workers", None)
+        runtime.setdefault("scheduler", None)
+    definition = {**definition, "config": {**definition["config"], **runtime}}
+    return definition, state
 
 
 def check_context(state: dict, evaluator, run_dir: Path) -> None:
@@ -114,30 +173,36 @@ def check_context(state: dict, evaluator, run_dir: Path) -> None:
                     f"{state['context']}); was an input image changed?")
 
 
-def record_resume(run_dir: Path, args: argparse.Namespace, state: dict | None) -> dict:
-    """Note the resume in config.json (its generations and arguments follow an extended run, so the
-    report agrees); returns the degraded image's metrics saved there. Reads before it writes."""
+def record_resume(run_dir: Path, args: argparse.Namespace, definition: dict, state: dict | None) -> dict:
+    """Note the resume in config.json (its generations, run definition and the command line's run-time
+    options follow an extended run, so the report agrees); returns the degraded image's metrics saved
+    there. Reads before it writes."""
     config = read_json(run_dir / "config.json", "run settings")
     if not isinstance(config, dict):
         raise UserError(f"cannot resume: {str(run_dir / 'config.json')!r} is not a run's settings")
-    config["generations"] = args.generations
-    config["arguments"] = saved_settings(args, run_dir)
+    given = set(getattr(args, "given_options", []) or [])
+    config["generations"] = definition["config"]["generations"]
+    config["run"] = definition
+    config["arguments"] = {**(config.get("arguments") or {}),
+                           **{k: definition["config"][k] for k in sorted(given & set(definition["config"]))
+                              if k in RUNTIME_OPTIONS}}
     config.setdefault("resumed", []).append({"after_generation": None if state is None else state["generation"],
                                              "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                             "options": list(getattr(args, "given_options", []))})
+                                             "options": sorted(given)})
     write_json(run_dir / "config.json", config)
     return config.get("degraded") or {}
 
 
-
-
 def saved_arguments(run_dir: Path) -> dict:
-    """The settings in ``config.json`` of a run stopped before its first checkpoint."""
+    """The settings in ``config.json`` of a run stopped before its first checkpoint: its run definition,
+    or, for a run saved before definitions were, its parsed command line."""
     path = run_dir / "config.json"
     if not path.exists():
         raise UserError(f"cannot resume {str(run_dir)!r}: it has neither a checkpoint nor a config.json "
                         f"(is it a run folder of `nasdip search`?)")
     config = read_json(path, "run settings")
+    if isinstance(config, dict) and isinstance(config.get("run"), dict) and "config" in config["run"]:
+        return config["run"]
     saved = config.get("arguments") if isinstance(config, dict) else None
     if not isinstance(saved, dict) or saved.get("command") not in (None, "search"):
         raise UserError(f"cannot resume: {str(path)!r} holds no settings of a search")

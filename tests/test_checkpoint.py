@@ -254,7 +254,7 @@ def test_resume_can_extend_the_run(run_copy):
     assert done.returncode == 0, done.stderr
     logbook = json.loads((run_copy / "logbook.json").read_text())
     assert [row["gen"] for row in logbook] == list(range(4))
-    assert checkpoint.read_checkpoint(run_copy / checkpoint.CHECKPOINT_NAME)["settings"]["generations"] == 3
+    assert checkpoint.read_checkpoint(run_copy / checkpoint.CHECKPOINT_NAME)["settings"]["config"]["generations"] == 3
     config = json.loads((run_copy / "config.json").read_text())
     assert config["generations"] == 3 and config["resumed"][-1]["after_generation"] == 2
 
@@ -279,7 +279,7 @@ def test_checkpoint_holds_the_state_and_rng(finished_run):
     assert len(state["population"]) == 4 and len(state["archive"]) >= 1
     assert [row["gen"] for row in state["logbook"]] == list(range(3))
     assert len(state["cache"]) == state["totals"]["fits"] > 0
-    assert state["settings"]["population"] == 4 and state["settings"]["seed"] == 3
+    assert state["settings"]["config"]["population"] == 4 and state["settings"]["config"]["seed"] == 3
     assert set(state["rng"]) >= {"python", "numpy", "torch"}
     best = max(state["population"], key=lambda ind: ind.fitness.values[0])
     assert best.fitness.valid and len(best) == len(state["population"][0])
@@ -359,3 +359,48 @@ def test_multi_objective_run_resumed_and_extended_equals_a_longer_run(tmp_path, 
 
     assert front(tmp_path / "short") == front(tmp_path / "long")
     assert statistics(tmp_path / "short") == statistics(tmp_path / "long")
+
+
+# -- the run definition -------------------------------------------------------------------------------
+def test_the_saved_config_is_every_setting_and_rebuilds_whole():
+    from nasdip_deap.compose import SearchConfig, config_from_dict, config_to_dict, config_fields
+
+    config = SearchConfig(population=7, mutpb=0.25, algorithm="ga:cxpb=0.6", proxy="downscale:size=48")
+    saved = json.loads(json.dumps(config_to_dict(config)))  # as config.json holds it
+    assert set(saved) == set(config_fields()) and config_from_dict(saved) == config
+    with pytest.raises(UserError, match="'future_setting', a setting this version of nasdip does not know"):
+        config_from_dict({**saved, "future_setting": 1})
+
+
+def test_resume_rebuilds_the_saved_definition_not_the_command_lines_defaults(run_copy, capsys):
+    """The definition in config.json is the run: a setting it holds wins over whatever this version's
+    parser would default to, and one it does not know is one line, exit 2, with nothing written."""
+    (run_copy / checkpoint.CHECKPOINT_NAME).unlink()
+    (run_copy / "best.json").unlink()
+    config = json.loads((run_copy / "config.json").read_text())
+    assert config["run"]["config"]["population"] == 4 and config["run"]["task"] == "denoise"
+    assert main(["search", "--resume", str(run_copy), "--quiet"]) == 0, capsys.readouterr().err
+    resumed = json.loads((run_copy / "config.json").read_text())
+    assert resumed["run"]["config"] == config["run"]["config"] and resumed["population"] == 4
+    assert (run_copy / "best.json").exists()
+
+    resumed["run"]["config"]["future_setting"] = 1
+    (run_copy / "config.json").write_text(json.dumps(resumed))
+    (run_copy / checkpoint.CHECKPOINT_NAME).unlink()
+    before = folder_snapshot(run_copy)
+    capsys.readouterr()
+    assert main(["search", "--resume", str(run_copy), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "a setting this version of nasdip does not know" in err and err.count("\n") == 1, err
+    assert folder_snapshot(run_copy) == before
+
+
+def test_a_run_saved_before_definitions_resumes_from_its_command_line(run_copy, finished_run, capsys):
+    """config.json of version 0.2 holds the parsed command line only: it resumes to the same result."""
+    (run_copy / checkpoint.CHECKPOINT_NAME).unlink()
+    (run_copy / "best.json").unlink()
+    config = json.loads((run_copy / "config.json").read_text())
+    del config["run"]
+    (run_copy / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--resume", str(run_copy), "--quiet"]) == 0, capsys.readouterr().err
+    assert hall_of_fame(run_copy) == hall_of_fame(finished_run)
