@@ -21,7 +21,7 @@ import torch
 from .architecture import Architecture
 from .compose import RestoreConfig, SearchConfig, build_search, start_backend, start_run
 from .errors import UserError
-from .fitness import final_budget, make_holdout
+from .fitness import final_budget, heldout_peak, make_holdout
 from .genome import classical_dip
 from .registry import TASKS
 from .restoration import Restoration, choose_search_fits, restore as restore_fits
@@ -45,6 +45,7 @@ class SearchResult:
     search: Search
     config: SearchConfig
     task: object
+    final_stop: dict | None = None  # the calibration fit of final_stop="heldout", once made
 
     @property
     def best_bits(self) -> list[int]:
@@ -80,8 +81,20 @@ class SearchResult:
         return self.search.totals
 
     def final_iterations(self) -> tuple[int, bool]:
-        """(steps, exact) of the final fits: see ``fitness.final_budget``."""
+        """(steps, exact) of the final fits: see ``fitness.final_budget``; with ``final_stop="heldout"`` the
+        held-out peak of a calibration fit of the best architecture (made once, ``self.final_stop``)."""
+        if self.config.final_stop == "heldout":
+            return self.calibrate()["steps"], True
         return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
+
+    def calibrate(self) -> dict:
+        """The calibration fit of ``fitness.heldout_peak`` for the best architecture (once; then remembered)."""
+        if self.final_stop is None:
+            settings = self.search.evaluator.settings
+            cap = self.config.final_cap or 10 * self.config.iterations
+            self.final_stop = heldout_peak(self.best, self.task, self.search.evaluator.runner, cap,
+                                           settings.holdout, self.config.seed)
+        return self.final_stop
 
     def restore(self, iterations: int | None = None, ensemble: int | None = None,
                 architecture: Architecture | None = None, map_fn=None,

@@ -196,7 +196,14 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     best = run.best()
     arch = result.best
     log.info("best architecture: %s", arch.summary())
+    if config.final_stop == "heldout":
+        log.info("final fits: a calibration fit of the whole image finds its held-out peak (up to %d steps)",
+                 config.final_cap or 10 * config.iterations)
     steps, exact = result.final_iterations()
+    if result.final_stop:
+        log.info("held-out peak at step %d (calibration fit of %d steps, held-out PSNR %.2f dB)",
+                 result.final_stop["steps"], result.final_stop["calibration_iterations"],
+                 result.final_stop["heldout_psnr"])
     iterations = steps if exact else arch.iterations_within(steps)
     h, w = result.task.output_size
     log.info("final restoration: %d fit(s) of %d iterations on the whole %dx%d px image", config.ensemble,
@@ -216,9 +223,11 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
                  "psnr": final.get("psnr"), "ssim": final.get("ssim"), "degraded_psnr": degraded.get("psnr"),
                  "compute": {**dataclasses.asdict(totals), "fit_seconds": round(totals.fit_seconds, 3),
                              "final_iterations": restoration.iterations * restoration.ensemble,
+                             "calibration_iterations": (result.final_stop or {}).get("calibration_iterations", 0),
                              "final_seconds": round(restoration.seconds, 3)},
                  "baseline": classical_baseline(result, args, run_dir, arch, final, map_fn),
-                 "finalists": run.finalist_table()}
+                 "finalists": run.finalist_table(),
+                 "final_stop": result.final_stop or {"rule": "fixed", "steps": restoration.iterations}}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)

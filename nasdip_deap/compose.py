@@ -18,7 +18,7 @@ from .engine import PRECISIONS, check_device
 from .errors import UserError
 from .fidelity import make_fidelity, patience_for
 from .finalists import make_finalists
-from .fitness import FITNESS_MODES, OBJECTIVES, Evaluator, FitnessSettings
+from .fitness import FINAL_STOPS, FITNESS_MODES, OBJECTIVES, Evaluator, FitnessSettings
 from .genome import MAX_LEVELS, MIN_LEVELS, GenomeSpec
 from .params import check_params, parse_choice
 from .proxy import make_proxy
@@ -122,6 +122,10 @@ class SearchConfig(FitConfig):
     search_fits: int = 16  # the best whole-image search fits kept to average into the restoration (0: none)
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
+    # how many steps the final fits train: fixed (final_iterations, else the search fit's budget or peak) or
+    # heldout (one calibration fit on the whole image finds its held-out peak, up to final_cap steps)
+    final_stop: str = "fixed"
+    final_cap: int | None = None  # None: 10 x iterations
     # where fits run
     backend: Any = None  # a name of backends.BACKENDS (None: scoop under SCOOP, else serial), a Backend or an Executor
     workers: int | None = None
@@ -142,6 +146,14 @@ class SearchConfig(FitConfig):
             _count("--lambda", self.lambda_, 1, MAX_POPULATION)
         if self.final_iterations is not None:
             _count("--final-iterations", self.final_iterations, 1, MAX_ITERATIONS)
+        if self.final_stop not in FINAL_STOPS:
+            raise UserError(f"--final-stop must be one of {', '.join(FINAL_STOPS)}, got {self.final_stop!r}")
+        if self.final_cap is not None:
+            _count("--final-cap", self.final_cap, 1, MAX_ITERATIONS)
+            if self.final_stop != "heldout":
+                raise UserError("--final-cap applies with --final-stop heldout")
+        if self.final_stop == "heldout" and self.final_iterations is not None:
+            raise UserError("--final-stop heldout finds the final fits' steps itself; leave out --final-iterations")
         if self.early_stop is not None:
             _count("--early-stop", self.early_stop, 1, 1000)
         _probability("--cxpb", self.cxpb)

@@ -47,11 +47,12 @@ class FitRunner:
 
     def fit(self, arch: Architecture, task, iterations: int, *, seed: int, holdout: torch.Tensor | None = None,
             stopper=None, deadline: float | None = None, keep_best: bool = False,
-            device: str | None = None) -> FitResult:
+            device: str | None = None, log_every: int | None = None) -> FitResult:
         """Train ``arch`` on ``task`` (see ``engine.fit``); ``device`` overrides the run's (a worker's GPU)."""
         with torch_threads(self.threads):
             return fit(arch, task, iterations, device=device or self.device, seed=seed, holdout=holdout,
-                       stopper=stopper, deadline=deadline, options=self.options, keep_best=keep_best)
+                       stopper=stopper, deadline=deadline, options=self.options, keep_best=keep_best,
+                       log_every=log_every)
 
     def describe(self) -> dict:
         return {"device": self.device, "threads": self.threads, **self.options.describe()}

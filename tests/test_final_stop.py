@@ -1,0 +1,88 @@
+"""The blind rule for how long final fits train (``--final-stop heldout``): a calibration fit of the whole
+image stops at its held-out peak, later on a larger image of the same content, and a search's final fits
+then train that many steps; misuse is one line, exit 2."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import nasdip_deap as nd
+from nasdip_deap.cli import main
+from nasdip_deap.compose import RestoreConfig, SearchConfig
+from nasdip_deap.errors import UserError
+from nasdip_deap.fitness import heldout_peak
+
+
+def narrow_dip(levels: int = 2, channels: int = 8):
+    """Classical DIP's wiring, narrow: fits of a few hundred steps take a second or two."""
+    arch = nd.classical_dip(levels)
+    return dataclasses.replace(arch, encoders=[dataclasses.replace(e, channels=channels) for e in arch.encoders],
+                               decoders=[dataclasses.replace(d, channels=channels) for d in arch.decoders],
+                               skips=[dataclasses.replace(s, channels=channels // 2) for s in arch.skips])
+
+
+def denoise_at(size: int):
+    """The embedded photo at ``size`` px (block means of one 64 px crop: the same content at every size)."""
+    full = nd.example_image(64)
+    clean = full if size == 64 else torch.nn.functional.interpolate(full[None], size=(size, size), mode="area")[0]
+    return nd.make_task("denoise", clean=clean, sigma=25, seed=0)
+
+
+def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
+    runner = RestoreConfig(device="cpu", precision="fp32").runner()
+    small = heldout_peak(narrow_dip(), denoise_at(16), runner, cap=1500, holdout=0.1, seed=0)
+    large = heldout_peak(narrow_dip(), denoise_at(32), runner, cap=1500, holdout=0.1, seed=0)
+    for peak in (small, large):
+        assert peak["rule"] == "heldout" and peak["cap"] == 1500
+        assert peak["steps"] < peak["calibration_iterations"] < 1500  # it stopped, past its peak, before the cap
+        assert peak["heldout_psnr"] > 15
+    assert large["steps"] > small["steps"]  # 4x the pixels: the fit learns the image for longer before the noise
+
+
+def test_a_search_trains_its_final_fits_to_the_calibrated_peak(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["search", "--crop", "16", "--levels", "2", "--population", "2", "--generations", "0",
+                 "--iterations", "8", "--final-stop", "heldout", "--final-cap", "120", "--search-fits", "0",
+                 "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    best = json.loads((out / "best.json").read_text())
+    stop = best["final_stop"]
+    assert stop["rule"] == "heldout" and stop["cap"] == 120 and 1 <= stop["steps"] <= stop["calibration_iterations"]
+    assert all(m["iterations"] == stop["steps"] for m in best["final"]["members"])
+    assert best["compute"]["calibration_iterations"] == stop["calibration_iterations"]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.endswith(f"final fits: {stop['steps']} iterations each)"), last
+    assert json.loads((out / "config.json").read_text())["run"]["config"]["final_stop"] == "heldout"
+
+
+def test_a_fixed_search_says_so_in_best_json(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", "--crop", "16", "--levels", "2", "--population", "2", "--generations", "0",
+                 "--iterations", "6", "--out", str(out), "--quiet"]) == 0, capsys.readouterr().err
+    best = json.loads((out / "best.json").read_text())
+    assert best["final_stop"] == {"rule": "fixed", "steps": 6} and best["compute"]["calibration_iterations"] == 0
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--final-cap", "50"], "--final-cap applies with --final-stop heldout"),
+    (["--final-stop", "heldout", "--final-iterations", "9"], "leave out --final-iterations"),
+    (["--final-stop", "heldout", "--final-cap", "0"], "--final-cap must be a whole number"),
+])
+def test_misuse_is_one_line(argv, needle, tmp_path, capsys):
+    assert main(["search", "--crop", "16", "--levels", "2", "--out", str(tmp_path / "run"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_api_takes_it_too():
+    with pytest.raises(UserError, match="--final-stop must be one of fixed, heldout"):
+        SearchConfig(final_stop="peak")
+    task = denoise_at(16)
+    result = nd.search(task, levels=2, population=2, generations=0, iterations=6, device="cpu",
+                       final_stop="heldout", final_cap=60)
+    steps, exact = result.final_iterations()
+    assert exact and steps == result.final_stop["steps"] and result.restore(ensemble=1).iterations == steps
