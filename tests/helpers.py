@@ -3,6 +3,11 @@ one (``compose.build_search``), only with tiny settings."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from nasdip_deap.compose import SearchConfig, build_search
@@ -42,3 +47,28 @@ def read_jsonl_safely(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             pass
     return rows
+
+
+def kill_after_checkpoint(argv: list[str], out: Path, env: dict, generation: int = 1,
+                          timeout: float = 300) -> tuple[int | None, int | None, str]:
+    """Run ``python -m nasdip_deap *argv --out out`` and SIGKILL it as soon as its checkpoint holds
+    ``generation``; returns (the generation seen, the return code, stderr). The checkpoint is written
+    atomically, so it is never read half-written."""
+    from nasdip_deap import checkpoint
+
+    proc = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *argv, "--out", str(out)],
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    ckpt, seen = out / checkpoint.CHECKPOINT_NAME, None
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if ckpt.exists():
+                seen = checkpoint.read_checkpoint(ckpt)["generation"]
+                if seen >= generation:
+                    break
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.kill()
+        stderr = proc.communicate()[1].decode()
+    return seen, proc.returncode, stderr

@@ -27,6 +27,7 @@ from nasdip_deap.cli import main
 from nasdip_deap.errors import UserError
 
 from .conftest import REPO, run_cli, run_main
+from .helpers import kill_after_checkpoint
 
 # a tiny search in which every generation trains new architectures (mutation always, 10% of bits),
 # so that it is still running when the test kills it after generation 1
@@ -66,23 +67,8 @@ def run_copy(finished_run, tmp_path) -> Path:
 # -- acceptance: kill and resume ------------------------------------------------------------------
 def test_sigkill_then_resume_gives_the_uninterrupted_hall_of_fame(finished_run, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *TINY, "--out", str(out)],
-                            env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt = out / checkpoint.CHECKPOINT_NAME
-    generation = None
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ckpt.exists():
-                generation = checkpoint.read_checkpoint(ckpt)["generation"]  # atomic: never half a file
-                if generation >= 1:
-                    break
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        stderr = proc.communicate()[1].decode()
-    assert proc.returncode == -signal.SIGKILL, f"the search ended before it was killed: {stderr}"
+    generation, returncode, stderr = kill_after_checkpoint(TINY, out, ENV)
+    assert returncode == -signal.SIGKILL, f"the search ended before it was killed: {stderr}"
     assert generation is not None and generation == 1
     assert not (out / "best.json").exists()  # it really was interrupted
 

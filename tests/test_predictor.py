@@ -5,12 +5,9 @@ scikit-learn it is one line, exit 2."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -24,7 +21,7 @@ from nasdip_deap.registry import ALGORITHMS
 from nasdip_deap.tasks import Denoise
 
 from .conftest import run_main
-from .helpers import tiny_search
+from .helpers import kill_after_checkpoint, tiny_search
 from .test_algorithms import onemax_toolbox
 from .test_checkpoint import ENV, hall_of_fame
 
@@ -165,21 +162,9 @@ def test_sigkill_then_resume_reaches_the_uninterrupted_hall_of_fame(tmp_path):
     reference = tmp_path / "reference"
     assert run_main(*TINY, "--out", str(reference)).returncode == 0
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "nasdip_deap", *TINY, "--out", str(out)],
-                            env={**os.environ, **ENV}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    ckpt, generation = out / checkpoint.CHECKPOINT_NAME, None
-    deadline = time.monotonic() + 300
-    try:
-        while time.monotonic() < deadline and proc.poll() is None:
-            if ckpt.exists() and checkpoint.read_checkpoint(ckpt)["generation"] >= 1:
-                generation = 1
-                break
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.kill()
-        stderr = proc.communicate()[1].decode()
-    assert proc.returncode == -signal.SIGKILL and generation == 1, f"the search ended before it was killed: {stderr}"
+    generation, returncode, stderr = kill_after_checkpoint(TINY, out, ENV)
+    ckpt = out / checkpoint.CHECKPOINT_NAME
+    assert returncode == -signal.SIGKILL and generation == 1, f"the search ended before it was killed: {stderr}"
     assert checkpoint.read_checkpoint(ckpt)["algorithm"]["generations"][0]["generation"] == 1
     resumed = run_main("search", "--resume", str(out))
     assert resumed.returncode == 0, resumed.stderr
