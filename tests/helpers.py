@@ -72,3 +72,13 @@ def kill_after_checkpoint(argv: list[str], out: Path, env: dict, generation: int
         proc.kill()
         stderr = proc.communicate()[1].decode()
     return seen, proc.returncode, stderr
+
+
+def load_script(path: Path, name: str):
+    """A benchmark script (not a package module) loaded as module ``name``, as its tests call it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

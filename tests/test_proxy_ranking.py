@@ -3,7 +3,6 @@ search builds), its whole-image fit is the product's final fit, a rerun skips th
 the report ranks them."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,15 +11,14 @@ import torch
 
 from nasdip_deap.image_io import save_image
 
+from .helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "proxy_ranking.py"
 
 
 @pytest.fixture(scope="module")
 def ranking():
-    spec = importlib.util.spec_from_file_location("proxy_ranking_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "proxy_ranking_benchmark")
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 search's counted work, and the saved table."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -11,15 +10,14 @@ import torch
 
 from nasdip_deap.image_io import save_image
 
+from .helpers import load_script
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "standard.py"
 
 
 @pytest.fixture(scope="module")
 def standard():
-    spec = importlib.util.spec_from_file_location("standard_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT, "standard_benchmark")
 
 
 @pytest.fixture
