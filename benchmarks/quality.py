@@ -1,10 +1,13 @@
 """Quality benchmark: do searched architectures beat classical DIP, without ground truth?
 
 For each task (denoise sigma 25, inpaint with the image's mask or a text mask, super-resolution x4)
-and each image, it runs classical DIP with the reference settings for the task, and a search with
-**blind** fitness (no ground truth used) followed by final fits of the best architecture; every final
-fit is repeated over ``--seeds`` seeds. Optionally the same search with reference fitness shows what
-the blind fitness leaves on the table. Prints and saves a table (JSON + Markdown):
+and each image: classical DIP with the reference settings for the task (one fit, over ``--seeds``
+seeds), classical DIP at equal compute (the average of K fits, K = the search's DIP work over the
+per-fit budget) and at equal wall time, random search (the same fits and final restoration), and the
+search with **blind** fitness (no ground truth used), each search column over ``--search-seeds`` whole
+searches restored as the product restores (mean +- std); optionally the same search with reference
+fitness shows what the blind fitness leaves on the table. A paired test over cells closes the table.
+Prints and saves a table (JSON + Markdown):
 
     python benchmarks/quality.py --size 64                      # images in ../shared/data + astronaut
     python benchmarks/quality.py --images my.png --tasks denoise --size 128 --also-reference
@@ -32,67 +35,82 @@ import torch
 import nasdip_deap
 from bench_args import non_negative_int, positive_int
 from bench_problems import TASK_NAMES, classical_for, default_images, make_task, parse_cell
+from columns import classical_outputs, equal_columns, paired
 from nasdip_deap.compose import RestoreConfig
 from nasdip_deap.restoration import restore
 
 
-def final_fits(arch, task, budget: int, seeds: int, device: str, exact: bool = False, ensemble: int = 1) -> dict:
-    """The restoration a user gets (``ensemble`` fits averaged), repeated with ``seeds`` run seeds."""
-    iterations = budget if exact else arch.iterations_within(budget)
+def classical_single(arch, task, budget: int, seeds: int, device: str) -> dict:
+    """One classical fit, repeated with ``seeds`` run seeds (mean +- std)."""
     runner = RestoreConfig(device=device).runner()
-    rows = [restore(arch, task, runner, iterations, run_seed=1000 + s, ensemble=ensemble).metrics
-            for s in range(seeds)]
+    rows = [restore(arch, task, runner, budget, run_seed=1000 + s).metrics for s in range(seeds)]
     psnr = [r["psnr"] for r in rows]
     ssim = [r["ssim"] for r in rows]
     return {"psnr": statistics.mean(psnr), "psnr_std": statistics.pstdev(psnr), "ssim": statistics.mean(ssim),
-            "ssim_std": statistics.pstdev(ssim), "fit_iterations": iterations, "ensemble": ensemble, "runs": rows}
-
-
-def equal_compute(task_name: str, task, work: float, budget: int, seed: int, device: str, levels: int = 5) -> dict:
-    """Classical DIP given the search's compute: the average of K fits, K = the search's whole-image
-    iterations (search fits, re-fits and its final fits) over the per-fit budget."""
-    k = max(1, round(work / budget))
-    runner = RestoreConfig(device=device).runner()
-    restoration = restore(classical_for(task_name, levels), task, runner, budget, run_seed=seed, ensemble=k)
-    return {"psnr": restoration.metrics["psnr"], "ssim": restoration.metrics["ssim"], "k": k,
-            "iterations": k * budget, "work": round(work)}
+            "ssim_std": statistics.pstdev(ssim), "fit_iterations": budget, "ensemble": 1, "runs": rows}
 
 
 def modes(args) -> list[str]:
-    return ["blind"] + (["reference"] if args.also_reference else [])
+    """The search columns: blind (the default), random search, and the oracle when asked for."""
+    return ["blind"] + (["random"] if args.random else []) + (["reference"] if args.also_reference else [])
+
+
+def search_settings(args, part: str, seed: int) -> dict:
+    settings = dict(population=args.population, generations=args.generations, iterations=args.iterations,
+                    fitness="reference" if part == "reference" else "blind", seed=seed, device=args.device,
+                    levels=args.levels, fidelity=args.fidelity, early_stop=args.early_stop,
+                    evolve_iterations=args.evolve_iterations, init_spread=args.init_spread, finalists=args.finalists,
+                    finalist_repeats=args.finalist_repeats, proxy="none", final_iterations=args.final_iterations)
+    if part == "random":  # the same population and generations: the same fits, the same final restoration
+        settings["algorithm"] = "random"
+    return settings
+
+
+def searched_column(task, part: str, args) -> dict:
+    """``--search-seeds`` whole searches, each followed by the restoration the product makes (its final fits
+    and the search fits averaged in): PSNR mean +- std over the search seeds, and what they spent."""
+    h, w = task.output_size
+    runs = []
+    for i in range(args.search_seeds):
+        started = time.perf_counter()
+        found = nasdip_deap.search(task, **search_settings(args, part, args.seed + i))
+        restoration = found.restore()
+        runs.append((found, restoration, time.perf_counter() - started))
+    first, first_restoration, _ = runs[0]
+    psnr = [rest.metrics["psnr"] for _, rest, _ in runs]
+    work = [r.totals.pixel_steps / (h * w) + rest.iterations * rest.ensemble for r, rest, _ in runs]
+    return {"psnr": statistics.mean(psnr), "psnr_std": statistics.pstdev(psnr),
+            "ssim": statistics.mean(rest.metrics["ssim"] for _, rest, _ in runs),
+            "runs": [rest.metrics for _, rest, _ in runs], "seeds": len(runs),
+            "architecture": first.best.summary(), "fits": round(statistics.mean(r.totals.fits for r, _, _ in runs)),
+            "iterations": round(statistics.mean(r.totals.iterations for r, _, _ in runs)),
+            "pixel_steps": round(statistics.mean(r.totals.pixel_steps for r, _, _ in runs)),
+            "work": statistics.mean(work), "search_seconds": statistics.mean(sec for _, _, sec in runs),
+            "fit_iterations": first_restoration.iterations, "ensemble": first_restoration.ensemble,
+            "candidates": candidate_summary(first.search)}
 
 
 def run_part(task_name: str, image: str, part: str, args) -> dict:
-    """One column of one row: ``classical`` final fits, or a ``blind``/``reference`` search followed by
-    final fits of its best architecture."""
+    """One column of one row: ``classical`` single fits, or a ``blind`` / ``random`` / ``reference`` search
+    column over the search seeds; the blind and reference columns carry classical DIP at equal compute and
+    at equal wall time."""
     torch.set_num_threads(args.threads)
     task = make_task(task_name, image, args.size, args.seed)
     started = time.perf_counter()
     budget = args.final_iterations or args.iterations
     if part == "classical":
-        result = final_fits(classical_for(task_name, args.levels), task, budget, args.seeds, args.device)
+        result = classical_single(classical_for(task_name, args.levels), task, budget, args.seeds, args.device)
     else:
-        found = nasdip_deap.search(task, population=args.population, generations=args.generations,
-                                   iterations=args.iterations, fitness=part, seed=args.seed, device=args.device,
-                                   levels=args.levels,
-                                   fidelity=args.fidelity, early_stop=args.early_stop,
-                                   evolve_iterations=args.evolve_iterations, init_spread=args.init_spread,
-                                   finalists=args.finalists, finalist_repeats=args.finalist_repeats, proxy="none",
-                                   final_iterations=args.final_iterations)
-        run = found.search
-        best = found.best
-        search_seconds = time.perf_counter() - started
-        # early-stopped fits: the final fits stop where the best's search fit peaked
-        steps, exact = found.final_iterations()
-        finals = final_fits(best, task, steps, args.seeds, args.device, exact, found.config.ensemble)
-        h, w = task.output_size
-        work = run.totals.pixel_steps / (h * w) + finals["fit_iterations"] * finals["ensemble"]
-        result = {**finals, "architecture": best.summary(),
-                  "fits": run.totals.fits, "iterations": run.totals.iterations, "pixel_steps": run.totals.pixel_steps,
-                  "search_seconds": search_seconds,
-                  "candidates": candidate_summary(run),
-                  "equal_compute": equal_compute(task_name, task, work, budget, args.seed, args.device,
-                                                 args.levels)}
+        result = searched_column(task, part, args)
+        if part != "random":
+            arch = classical_for(task_name, args.levels)
+            runner = RestoreConfig(device=args.device).runner()
+            k = max(1, round(result["work"] / budget))
+            outputs, seconds = classical_outputs(arch, task, runner, budget, args.seed, k)
+            k_time = max(1, round(result["search_seconds"] / statistics.mean(seconds)))
+            more, spent = classical_outputs(arch, task, runner, budget, args.seed, k_time, start=len(outputs))
+            result.update(equal_columns(outputs + more, seconds + spent, k, k_time, budget,
+                                        lambda image: task.quality(image, task.clean)))
     result["seconds"] = time.perf_counter() - started
     return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
 
@@ -132,26 +150,32 @@ def fmt(cell: dict | None) -> str:
 
 def markdown(rows: list[dict], args) -> str:
     """The table; a row whose columns are not all finished shows '-' there and stays out of the means."""
-    head = "| image | task | size | classical PSNR/SSIM | " + " | ".join(
-        f"searched ({m}) PSNR/SSIM | diff ({m}) | classical, equal compute ({m}) | diff vs equal ({m}) | "
-        f"compute ({m})" for m in modes(args)) + " |"
-    lines = [head, "|" + "---|" * (4 + 5 * len(modes(args)))]
+    searches = [m for m in modes(args) if m != "random"]
+    head = ("| image | task | size | classical, 1 fit | classical, equal compute (K) | classical, equal time (K) | "
+            + ("random search | " if args.random else "")
+            + " | ".join(f"searched ({m}) | {m} - equal compute | {m} - random | compute ({m})" for m in searches)
+            + " |")
+    lines = [head, "|" + "---|" * (6 + int(args.random) + 4 * len(searches))]
     for r in rows:
-        classical = r.get("classical")
-        cells = [r["image"], r["task"], "x".join(map(str, r["size"])), fmt(classical)]
-        for m in modes(args):
+        blind = r.get("blind") or {}
+        equal, timed, rnd = blind.get("equal_compute"), blind.get("equal_time"), r.get("random")
+        cells = [r["image"], r["task"], "x".join(map(str, r["size"])), fmt(r.get("classical")),
+                 f"{equal['psnr']:.2f} ({equal['k']})" if equal else "-",
+                 f"{timed['psnr']:.2f} ({timed['k']})" if timed else "-"]
+        if args.random:
+            cells.append(fmt(rnd))
+        for m in searches:
             s = r.get(m)
             e = s.get("equal_compute") if s else None
-            diff = f"{s['psnr'] - classical['psnr']:+.2f} dB" if s and classical else "-"
-            equal = f"{e['psnr']:.2f} / {e['ssim']:.3f} (K={e['k']})" if e else "-"
-            vs_equal = f"{s['psnr'] - e['psnr']:+.2f} dB" if e else "-"
-            compute = (f"{s['fits']} fits, {s['iterations']} it, {s['search_seconds']:.0f}s; final "
-                       f"{s['ensemble']} x {s['fit_iterations']} it" if s else "-")
-            cells += [fmt(s), diff, equal, vs_equal, compute]
+            cells += [fmt(s), f"{s['psnr'] - e['psnr']:+.2f}" if s and e else "-",
+                      f"{s['psnr'] - rnd['psnr']:+.2f}" if s and rnd else "-",
+                      (f"{s['fits']} fits, {s['iterations']} it, {s['search_seconds']:.0f}s; final "
+                       f"{s['ensemble']} x {s['fit_iterations']} it" if s else "-")]
         lines.append("| " + " | ".join(cells) + " |")
-    analysis = [(r, m) for r in rows for m in modes(args) if r.get(m, {}).get("candidates")]
+    analysis = [(r, m) for r in rows for m in modes(args) if (r.get(m) or {}).get("candidates")]
     if analysis:
-        lines += ["", "Search fits (true PSNR of the search's own fits, so a hold-out fit for blind fitness):", "",
+        lines += ["", "Search fits of each column's first seed (true PSNR of the search's own fits, so a hold-out "
+                  "fit for blind fitness):", "",
                   "| image | task | fitness | candidates | Spearman(fitness, true PSNR) | chosen | best seen | "
                   "classical |", "|---|---|---|---|---|---|---|---|"]
         for r, m in analysis:
@@ -159,7 +183,7 @@ def markdown(rows: list[dict], args) -> str:
             num = (lambda v, f="{:.2f}": "-" if v is None else f.format(v))
             lines.append(f"| {r['image']} | {r['task']} | {m} | {c['count']} | {num(c['spearman'], '{:.3f}')} | "
                          f"{num(c['chosen_psnr'])} | {num(c['best_psnr'])} | {num(c['classical_psnr'])} |")
-    for m in modes(args):
+    for m in searches:
         by_task: dict[str, list[float]] = {}
         for r in rows:
             if r.get(m) and r.get("classical"):
@@ -170,11 +194,16 @@ def markdown(rows: list[dict], args) -> str:
         overall = statistics.mean(statistics.mean(v) for v in by_task.values())
         lines.append(f"\nMean gain of the {m}-fitness search over classical DIP: {summary}; across tasks "
                      f"{overall:+.2f} dB.")
-        equal = [r[m]["psnr"] - r[m]["equal_compute"]["psnr"] for r in rows
-                 if r.get(m) and r[m].get("equal_compute")]
-        if equal:
-            lines.append(f"Mean gain of the {m}-fitness search over classical DIP at equal compute: "
-                         f"{statistics.mean(equal):+.2f} dB ({len(equal)} cells).")
+        flat = [{**{k: r.get(k) for k in ("random",)}, "searched": r[m], "equal_compute": r[m].get("equal_compute"),
+                 "equal_time": r[m].get("equal_time")} for r in rows if r.get(m)]
+        lines.append(f"Paired over cells, {m}: searched - equal compute {paired(flat, 'searched', 'equal_compute', 'cells')}"
+                     f"; searched - equal time {paired(flat, 'searched', 'equal_time', 'cells')}"
+                     + (f"; searched - random {paired(flat, 'searched', 'random', 'cells')}" if args.random else "")
+                     + ".")
+    lines.append(f"\nSearch columns: mean ± std over {args.search_seeds} whole searches (seeds {args.seed}.."
+                 f"{args.seed + args.search_seeds - 1}), each restored as the product restores (its final fits and "
+                 f"search fits averaged in); classical single fits over {args.seeds} seeds; the equal-compute and "
+                 f"equal-time K follow the blind searches' mean DIP work and wall seconds.")
     return "\n".join(lines)
 
 
@@ -194,7 +223,11 @@ def parse_args(argv=None):
     p.add_argument("--final-iterations", type=int, help="a different budget for the final fits")
     p.add_argument("--no-evolve-iterations", dest="evolve_iterations", action="store_false",
                    help="train every searched architecture for the whole budget")
-    p.add_argument("--seeds", type=int, default=3, help="final fits per architecture")
+    p.add_argument("--seeds", type=positive_int, default=3, help="classical single fits (default 3)")
+    p.add_argument("--search-seeds", type=positive_int, default=3,
+                   help="whole searches per column, seeds --seed, --seed+1, ... (default 3)")
+    p.add_argument("--random", action=argparse.BooleanOptionalAction, default=True,
+                   help="the random-search column: the same fits and final restoration (default on)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fidelity", default="full")
     p.add_argument("--early-stop", type=int)

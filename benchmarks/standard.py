@@ -31,11 +31,11 @@ import torch
 
 import nasdip_deap
 from bench_args import positive_int
+from columns import classical_outputs, equal_columns, paired
 from nasdip_deap import classical_dip
 from nasdip_deap.errors import UserError
 from nasdip_deap.image_io import center_crop, load_image, to_uint8
 from nasdip_deap.registry import TASKS
-from nasdip_deap.restoration import member_seeds
 
 REPO = Path(__file__).resolve().parents[1]
 NINE = ("F16", "baboon", "hill", "kodim01", "kodim02", "kodim03", "kodim12", "lena", "peppers")
@@ -173,45 +173,25 @@ def run_image(name: str, args, deadline: float | None = None) -> dict | None:
     k = max(1, round(searched["iterations"] / args.iterations))
     runner = searches[0][0].search.evaluator.runner
     arch = classical_dip()
-    outputs, seconds = [], []
-    for seed in member_seeds(args.seed, arch, max(k, args.seeds, 1)):
-        restored, spent = classical_fit(arch, task, runner, args, name, seed)
-        outputs.append(restored)
-        seconds.append(spent)
+
+    def fit(seed: int):
+        return classical_fit(arch, task, runner, args, name, seed)
+    outputs, seconds = classical_outputs(arch, task, runner, args.iterations, args.seed, max(k, args.seeds, 1), fit)
     fit_seconds = statistics.fmean(seconds[:args.seeds])
     k_time = max(1, round(searched["seconds"] / fit_seconds))
-    for seed in member_seeds(args.seed, arch, k_time)[len(outputs):]:
-        restored, spent = classical_fit(arch, task, runner, args, name, seed)
-        outputs.append(restored)
-        seconds.append(spent)
+    more, spent = classical_outputs(arch, task, runner, args.iterations, args.seed, k_time, fit, start=len(outputs))
+    outputs, seconds = outputs + more, seconds + spent
     singles = [scores(image, clean) for image in outputs[:args.seeds]]
     row = {"image": image_name(name), "size": [h, w], "device": searches[0][1].device,
            "classical": {"psnr": statistics.fmean(s["psnr"] for s in singles),
                          "psnr_std": statistics.pstdev(s["psnr"] for s in singles),
                          "ssim": statistics.fmean(s["ssim"] for s in singles), "seeds": args.seeds,
                          "iterations": args.iterations, "seconds": fit_seconds},
-           "equal_compute": {**scores(torch.stack(outputs[:k]).mean(0), clean), "k": k,
-                             "iterations": k * args.iterations, "seconds": sum(seconds[:k])},
-           "equal_time": {**scores(torch.stack(outputs[:k_time]).mean(0), clean), "k": k_time,
-                          "iterations": k_time * args.iterations, "seconds": sum(seconds[:k_time])},
+           **equal_columns(outputs, seconds, k, k_time, args.iterations, lambda image: scores(image, clean)),
            "searched": searched}
     if randoms:
         row["random"] = searched_column(randoms, clean, h, w)
     return row
-
-
-def paired(rows: list[dict], a: str, b: str) -> str:
-    """Column ``a`` minus column ``b`` over images: mean +- std of the per-image differences, and the
-    two-sided Wilcoxon signed-rank p-value (scipy) where there are 5 images or more."""
-    diffs = [r[a]["psnr"] - r[b]["psnr"] for r in rows if a in r and b in r]
-    if not diffs:
-        return "—"
-    text = f"{statistics.fmean(diffs):+.2f} ± {statistics.pstdev(diffs):.2f} dB over {len(diffs)} images"
-    if len(diffs) >= 5 and any(diffs):
-        from scipy.stats import wilcoxon
-
-        text += f", Wilcoxon p = {wilcoxon(diffs).pvalue:.3f}"
-    return text + f", {sum(d < -0.2 for d in diffs)} below -0.2 dB"
 
 
 def markdown(rows: list[dict], args, reference: dict) -> str:

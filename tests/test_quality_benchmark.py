@@ -17,28 +17,31 @@ def quality():
 def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
     rows = quality.main(["--images", str(image), "--size", "16", "--levels", "3", "--population", "2",
-                         "--generations", "1",
-                         "--iterations", "4", "--final-iterations", "4", "--seeds", "2", "--also-reference",
-                         "--device", "cpu", "--out", str(tmp_path / "q")])
+                         "--generations", "1", "--iterations", "4", "--final-iterations", "4", "--seeds", "2",
+                         "--search-seeds", "2", "--also-reference", "--device", "cpu", "--out", str(tmp_path / "q")])
     assert [r["task"] for r in rows] == ["denoise", "inpaint", "super-resolution"]
     for row in rows:
-        for column in ("classical", "blind", "reference"):
-            assert len(row[column]["runs"]) == 2 and row[column]["psnr"] > 0
+        assert len(row["classical"]["runs"]) == 2 and row["classical"]["psnr"] > 0
+        for column in ("blind", "random", "reference"):  # whole searches, one restoration each
+            assert row[column]["seeds"] == len(row[column]["runs"]) == 2 and row[column]["psnr"] > 0
+            assert row[column]["psnr_std"] >= 0
         assert row["blind"]["fits"] >= 1 and row["blind"]["iterations"] >= 4
+        # random search: the same population and generations, so about the same fits as the search
+        assert abs(row["random"]["fits"] - row["blind"]["fits"]) <= 1
         candidates = row["blind"]["candidates"]
         assert candidates["count"] >= 2 and candidates["best_psnr"] >= candidates["chosen_psnr"]
         assert candidates["classical_psnr"] is not None  # classical DIP seeds every search
-        for mode in ("blind", "reference"):  # K: the search's fits, re-fits and final fits over the budget
-            equal, searched = row[mode]["equal_compute"], row[mode]
-            h, w = row["size"]
-            work = searched["pixel_steps"] / (h * w) + searched["fit_iterations"] * searched["ensemble"]
-            assert equal["k"] == max(1, round(work / 4)) >= 2 and equal["iterations"] == 4 * equal["k"]
-            assert equal["psnr"] > 0
+        for mode in ("blind", "reference"):  # K: the searches' mean fits, re-fits and final fits over the budget
+            equal, timed, searched = row[mode]["equal_compute"], row[mode]["equal_time"], row[mode]
+            assert equal["k"] == max(1, round(searched["work"] / 4)) >= 2 and equal["iterations"] == 4 * equal["k"]
+            assert timed["k"] >= 1 and timed["iterations"] == 4 * timed["k"]  # K from the measured seconds
+            assert equal["psnr"] > 0 and timed["psnr"] > 0
     saved = json.loads((tmp_path / "q" / "quality.json").read_text())
     assert len(saved["rows"]) == 3
     table = (tmp_path / "q" / "quality.md").read_text()
-    assert "searched (blind)" in table and "Mean gain" in table and "equal compute (blind)" in table
-    assert "at equal compute" in table
+    assert "searched (blind)" in table and "Mean gain" in table and "classical, equal time (K)" in table
+    assert "random search" in table and "Paired over cells, blind: searched - equal compute" in table
+    assert "over 2 whole searches" in table
 
 
 def test_inpaint_uses_the_images_own_mask(quality, shared_data):
@@ -52,14 +55,15 @@ def test_cells_run_side_by_side_and_keep_the_table(quality, tmp_path, write_png,
     image = write_png("tiny.png", tiny_image)
     out = tmp_path / "q"
     quality.main(["--images", str(image), "--tasks", "denoise", "inpaint", "--size", "16", "--levels", "3",
-                  "--population", "2", "--generations", "1", "--iterations", "8", "--seeds", "1", "--device", "cpu",
-                  "--jobs", "2", "--out", str(out)])
+                  "--population", "2", "--generations", "1", "--iterations", "8", "--seeds", "1", "--search-seeds", "1",
+                  "--no-random", "--device", "cpu", "--jobs", "2", "--out", str(out)])
     saved = json.loads((out / "quality.json").read_text())
     assert sorted(r["task"] for r in saved["rows"]) == ["denoise", "inpaint"]
     assert saved["machine"].startswith("CPU")
     for row in saved["rows"]:
         # the searched architecture trains for its evolved share of the shared budget
         assert row["blind"]["fit_iterations"] in (2, 4, 6, 8) and row["blind"]["runs"][0]["psnr"] > 0
+        assert "random" not in row
         assert row["classical"]["fit_iterations"] == 8
 
 
@@ -80,7 +84,7 @@ def test_cells_name_task_and_image(quality, tmp_path, monkeypatch, write_png, ti
 def test_finalists_are_refitted_in_the_table(quality, tmp_path, write_png, tiny_image):
     image = write_png("tiny.png", tiny_image)
     common = ["--cells", f"denoise:{image}", "--size", "16", "--levels", "3", "--population", "3", "--generations", "1",
-              "--iterations", "4", "--seeds", "1", "--device", "cpu"]
+              "--iterations", "4", "--seeds", "1", "--search-seeds", "1", "--no-random", "--device", "cpu"]
     plain = quality.main(common + ["--out", str(tmp_path / "plain")])[0]["blind"]
     refit = quality.main(common + ["--finalists", "2", "--finalist-repeats", "1", "--out", str(tmp_path / "f")])
     refit = refit[0]["blind"]

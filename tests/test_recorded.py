@@ -70,3 +70,25 @@ def test_committed_records_match_a_refit(name):
         assert record["fitness"][0] == pytest.approx(chosen["fitness"][0], abs=0.3)
         assert record["metrics"]["psnr"] == pytest.approx(chosen["metrics"]["psnr"], abs=0.3)
     json.dumps(record["metrics"])
+
+
+def test_the_noise_ceiling_refits_architectures_spread_over_the_ranking(monkeypatch, tmp_path, capsys):
+    """recorded_noise.py: architectures evenly over the recorded ranking, refitted with another run seed
+    through the product's evaluator; the table's tau compares the two fits of each."""
+    recorded_noise = importlib.import_module("recorded_noise")
+    monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
+    build_recorded.main(["--count", "5", "--problems", TINY.name, "--folder", str(tmp_path)])
+    entries = recorded.read_entries(TINY.path(tmp_path))
+    chosen = recorded_noise.spread(entries, 3)
+    ranked = sorted(e["fitness"][0] for e in entries)
+    assert [e["fitness"][0] for e in chosen] == [ranked[0], ranked[2], ranked[4]]  # lowest, middle, highest
+    out = tmp_path / "noise.json"
+    assert recorded_noise.main(["--problems", TINY.name, "--count", "3", "--folder", str(tmp_path),
+                                "--out", str(out)]) == 0
+    row = json.loads(out.read_text())[TINY.name]
+    assert row["n"] == 3 and row["seed"] == 1 and -1 <= row["kendall"] <= 1
+    assert [r["key"] for r in row["refits"]] == [e["key"] for e in chosen]
+    assert all(r["refit"] != r["recorded"] for r in row["refits"])  # another initialisation and held-out draw
+    with pytest.raises(SystemExit) as refused:
+        recorded_noise.main(["--problems", TINY.name, "--seed", "0", "--folder", str(tmp_path)])
+    assert refused.value.code == 2
