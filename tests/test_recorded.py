@@ -89,6 +89,11 @@ def test_the_noise_ceiling_refits_architectures_spread_over_the_ranking(monkeypa
     assert row["n"] == 3 and row["seed"] == 1 and -1 <= row["kendall"] <= 1
     assert [r["key"] for r in row["refits"]] == [e["key"] for e in chosen]
     assert all(r["refit"] != r["recorded"] for r in row["refits"])  # another initialisation and held-out draw
+    assert "| problem | surrogate trained on |" in capsys.readouterr().out
+    # --refits reads them back: the same tables, no fit
+    monkeypatch.setattr(recorded_noise, "start_backend", None)  # a fit now would fail
+    assert recorded_noise.main(["--problems", TINY.name, "--refits", str(out), "--folder", str(tmp_path)]) == 0
+    assert f"| {TINY.name} | 3 | {row['kendall']:.2f} |" in capsys.readouterr().out
     with pytest.raises(SystemExit) as refused:
         recorded_noise.main(["--problems", TINY.name, "--seed", "0", "--folder", str(tmp_path)])
     assert refused.value.code == 2
