@@ -10,7 +10,7 @@ and a table with the area under the curve and a rank test of every cell against 
     python benchmarks/search_effectiveness.py --real --seeds 3 --problems denoise-chelsea-32  # real DIP fits
 
 The grid varies one factor of the default at a time (every registered crossover, then every mutation, then
-the algorithms ga, mu-plus-lambda and random), defaults first. ``--real`` runs the same grid with real fits
+every registered algorithm), defaults first. ``--real`` runs the same grid with real fits
 at the problem's settings, to check that the surrogate's verdicts hold.
 """
 from __future__ import annotations
@@ -34,15 +34,17 @@ from surrogate import Surrogate, SurrogateEvaluator
 from nasdip_deap.compose import SearchConfig, build_search, make_algorithm
 from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
-from nasdip_deap.registry import OPERATORS
+from nasdip_deap.registry import ALGORITHMS, OPERATORS
 
 DEFAULTS = SearchConfig()
 DEFAULT_CELL = (DEFAULTS.algorithm, DEFAULTS.crossover, DEFAULTS.mutation)
 
 
-def grid(algorithms=("ga", "mu-plus-lambda", "random")) -> list[tuple[str, str, str]]:
-    """The default cell first, then one factor changed at a time."""
+def grid(algorithms=None) -> list[tuple[str, str, str]]:
+    """The default cell first, then one factor changed at a time (``algorithms``: every registered one, the
+    multi-objective ones read by their best quality)."""
     algorithm, crossover, mutation = DEFAULT_CELL
+    algorithms = ALGORITHMS.names() if algorithms is None else algorithms
     cells = [DEFAULT_CELL]
     cells += [(algorithm, c, mutation) for c in OPERATORS.names("crossover") if c != crossover]
     cells += [(algorithm, crossover, m) for m in OPERATORS.names("mutation") if m != mutation]
