@@ -37,6 +37,11 @@ def equal_columns(outputs: list, seconds: list, k: int, k_time: int, iterations:
             for name, count in (("equal_compute", k), ("equal_time", k_time))}
 
 
+def work_of(result, restoration, h: int, w: int) -> float:
+    """DIP work of a search and its final fits, in whole-image iterations (proxy fits count their pixels)."""
+    return (result.totals.pixel_steps + restoration.iterations * restoration.ensemble * h * w) / (h * w)
+
+
 def paired(rows: list[dict], a: str, b: str, unit: str = "images") -> str:
     """Column ``a`` minus column ``b`` over rows: mean +- std of the per-row differences, and the two-sided
     Wilcoxon signed-rank p-value (scipy) where there are 5 rows or more."""

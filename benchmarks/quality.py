@@ -35,7 +35,7 @@ import torch
 import nasdip_deap
 from bench_args import non_negative_int, positive_int
 from bench_problems import TASK_NAMES, classical_for, default_images, make_task, parse_cell
-from columns import classical_outputs, equal_columns, paired
+from columns import classical_outputs, equal_columns, paired, work_of
 from nasdip_deap.compose import RestoreConfig
 from nasdip_deap.restoration import restore
 
@@ -78,7 +78,7 @@ def searched_column(task, part: str, args) -> dict:
         runs.append((found, restoration, time.perf_counter() - started))
     first, first_restoration, _ = runs[0]
     psnr = [rest.metrics["psnr"] for _, rest, _ in runs]
-    work = [r.totals.pixel_steps / (h * w) + rest.iterations * rest.ensemble for r, rest, _ in runs]
+    work = [work_of(r, rest, h, w) for r, rest, _ in runs]
     return {"psnr": statistics.mean(psnr), "psnr_std": statistics.pstdev(psnr),
             "ssim": statistics.mean(rest.metrics["ssim"] for _, rest, _ in runs),
             "runs": [rest.metrics for _, rest, _ in runs], "seeds": len(runs),

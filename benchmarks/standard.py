@@ -31,7 +31,7 @@ import torch
 
 import nasdip_deap
 from bench_args import positive_int
-from columns import classical_outputs, equal_columns, paired
+from columns import classical_outputs, equal_columns, paired, work_of
 from nasdip_deap import classical_dip
 from nasdip_deap.errors import UserError
 from nasdip_deap.image_io import center_crop, load_image, to_uint8
@@ -117,11 +117,6 @@ def restored_by(task, settings: dict) -> tuple[object, object, float]:
     started = time.perf_counter()
     result = nasdip_deap.search(task, **settings)
     return result, result.restore(), time.perf_counter() - started
-
-
-def work_of(result, restoration, h: int, w: int) -> float:
-    """DIP work of a search and its final fits, in whole-image iterations (proxy fits count their pixels)."""
-    return (result.totals.pixel_steps + restoration.iterations * restoration.ensemble * h * w) / (h * w)
 
 
 def spread(values: list[float]) -> tuple[float, float]:

@@ -91,9 +91,8 @@ class SearchResult:
         """The calibration fit of ``fitness.heldout_peak`` for the best architecture (once; then remembered)."""
         if self.final_stop is None:
             settings = self.search.evaluator.settings
-            cap = self.config.final_cap or 10 * self.config.iterations
-            self.final_stop = heldout_peak(self.best, self.task, self.search.evaluator.runner, cap,
-                                           settings.holdout, self.config.seed)
+            self.final_stop = heldout_peak(self.best, self.task, self.search.evaluator.runner,
+                                           self.config.calibration_cap(), settings.holdout, self.config.seed)
         return self.final_stop
 
     def restore(self, iterations: int | None = None, ensemble: int | None = None,

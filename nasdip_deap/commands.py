@@ -198,7 +198,7 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     log.info("best architecture: %s", arch.summary())
     if config.final_stop == "heldout":
         log.info("final fits: a calibration fit of the whole image finds its held-out peak (up to %d steps)",
-                 config.final_cap or 10 * config.iterations)
+                 config.calibration_cap())
     steps, exact = result.final_iterations()
     if result.final_stop:
         log.info("held-out peak at step %d (calibration fit of %d steps, held-out PSNR %.2f dB)",

@@ -170,6 +170,10 @@ class SearchConfig(FitConfig):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.backend_options())
 
+    def calibration_cap(self) -> int:
+        """The most steps of ``final_stop="heldout"``'s calibration fit: ``final_cap``, else 10 x iterations."""
+        return self.final_cap or 10 * self.iterations
+
     def backend_options(self, evaluator: Evaluator | None = None) -> BackendOptions:
         """What this run's backend is built from (``lost``: the evaluator's record of a lost fit)."""
         return BackendOptions(workers=self.workers, threads=self.threads, device=self.device,

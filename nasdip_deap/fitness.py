@@ -144,7 +144,7 @@ def heldout_peak(arch, task, runner: FitRunner, cap: int, holdout: float, seed: 
     ``holdout`` of its observed pixels kept out (the clean image unseen), stopped once its held-out PSNR
     has not risen for ``PEAK_PATIENCE`` log points (or at ``cap`` steps); ``steps`` is the step of its
     held-out peak. Larger images peak later (docs/results.md), which a fixed count cannot follow."""
-    mask = make_holdout(task, holdout, seed, problem=0, replicate=0)
+    mask = make_holdout(task, holdout, seed)
     result = runner.fit(arch, copy_task_without_clean(task), cap, seed=fit_seed(seed, arch, "calibration"),
                         holdout=mask, stopper=PlateauStopper(patience=PEAK_PATIENCE, min_delta=0.0),
                         keep_best=True, log_every=max(1, cap // PEAK_LOG_POINTS))

@@ -128,7 +128,7 @@ def resume_run(args: argparse.Namespace) -> tuple[dict, dict | None]:
         state = read_checkpoint(run_dir / CHECKPOINT_NAME)
         saved = state["settings"]
     else:
-        state, saved = None, saved_arguments(run_dir)
+        state, saved = None, saved_run(run_dir)
     definition = saved if "config" in saved else _legacy_definition(saved)
     given = set(getattr(args, "given_options", ()) or ())
     conflicts = []
@@ -193,7 +193,7 @@ def record_resume(run_dir: Path, args: argparse.Namespace, definition: dict, sta
     return config.get("degraded") or {}
 
 
-def saved_arguments(run_dir: Path) -> dict:
+def saved_run(run_dir: Path) -> dict:
     """The settings in ``config.json`` of a run stopped before its first checkpoint: its run definition,
     or, for a run saved before definitions were, its parsed command line."""
     path = run_dir / "config.json"
