@@ -28,9 +28,9 @@ class Surrogate:
     """Two regressors over the product's ``architecture_features``: blind fitness and true PSNR (the latter is recorded, never
     searched on). ``model`` is a scikit-learn regressor: gradient-boosting (histogram gradient boosting, the
     default: its worst Kendall tau over the three problems was the higher at 200 and at about 570 entries a
-    problem, docs/results.md) or random-forest."""
+    problem, docs/results.md), random-forest or extra-trees."""
 
-    MODELS = ("gradient-boosting", "random-forest")
+    MODELS = ("gradient-boosting", "random-forest", "extra-trees")
 
     def __init__(self, spec: GenomeSpec, model: str = "gradient-boosting", seed: int = 0):
         require_sklearn("the surrogate")
@@ -46,11 +46,14 @@ class Surrogate:
         threadpool_limits(1, user_api="openmp")
 
     def _regressor(self):
-        from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+        from sklearn.ensemble import ExtraTreesRegressor, HistGradientBoostingRegressor, RandomForestRegressor
 
         if self.model == "gradient-boosting":
             return HistGradientBoostingRegressor(max_iter=200, learning_rate=0.05, min_samples_leaf=5,
                                                  random_state=self.seed)
+        if self.model == "extra-trees":  # half the features a split: the features are many and correlated
+            return ExtraTreesRegressor(n_estimators=200, min_samples_leaf=2, max_features=0.5, n_jobs=1,
+                                       random_state=self.seed)
         return RandomForestRegressor(n_estimators=100, min_samples_leaf=2, n_jobs=1, random_state=self.seed)
 
     def fit(self, entries: list[dict]) -> "Surrogate":
@@ -66,31 +69,46 @@ class Surrogate:
     def predict(self, bits_list: list, target: str = "fitness") -> np.ndarray:
         return self.models[target].predict(matrix(bits_list, self.spec))
 
+    def predict_all(self, bits_list: list) -> dict[str, np.ndarray]:
+        """Every fitted target's prediction, from one feature matrix."""
+        x = matrix(bits_list, self.spec)
+        return {target: model.predict(x) for target, model in self.models.items()}
 
-def validation(entries: list[dict], spec: GenomeSpec, model: str = "gradient-boosting", heldout: float = 0.25,
-               seed: int = 0) -> dict:
-    """Fit on a random share of the entries, score the rest: Spearman and Kendall tau of predicted against
-    recorded blind fitness, and how many of the predicted top 10 % are in the recorded top 10 %."""
+
+def validation(entries: list[dict], spec: GenomeSpec, model: str = "gradient-boosting", folds: int = 4,
+               repeats: int = 2, seed: int = 0) -> dict:
+    """Repeated k-fold cross-validation: ``repeats`` random partitions of the entries into ``folds`` parts,
+    each part scored by a surrogate fitted on the others. Per fold: Spearman and Kendall tau of predicted
+    against recorded blind fitness, and how many of the predicted top 10 % are in the recorded top 10 %;
+    the row gives their mean and standard deviation over the ``folds * repeats`` folds (one random split
+    moves tau by several hundredths, as much as the gaps between models)."""
     from scipy.stats import kendalltau, spearmanr
 
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(entries))
-    cut = max(2, int(round(len(entries) * (1 - heldout))))
-    train, test = [entries[i] for i in order[:cut]], [entries[i] for i in order[cut:]]
-    if len(test) < 5:
-        raise UserError(f"too few entries to validate a surrogate ({len(entries)})")
-    started = time.perf_counter()
-    surrogate = Surrogate(spec, model, seed).fit(train)
-    fit_seconds = time.perf_counter() - started
-    truth = np.array([e["fitness"][0] for e in test])
-    predicted = surrogate.predict([e["bits"] for e in test])
-    top = max(1, len(test) // 10)
-    top_true = set(np.argsort(-truth)[:top])
-    top_predicted = set(np.argsort(-predicted)[:top])
-    return {"model": model, "train": len(train), "test": len(test), "fit_seconds": fit_seconds,
-            "spearman": float(spearmanr(truth, predicted).statistic),
-            "kendall": float(kendalltau(truth, predicted).statistic),
-            "top10": len(top_true & top_predicted) / top}
+    if folds < 2 or len(entries) < 5 * folds:
+        raise UserError(f"too few entries to validate a surrogate ({len(entries)}) with {folds} folds")
+    scores: dict[str, list[float]] = {"kendall": [], "spearman": [], "top10": [], "fit_seconds": []}
+    for repeat in range(repeats):
+        order = np.random.default_rng([seed, repeat]).permutation(len(entries))
+        for part in np.array_split(order, folds):
+            held = set(part.tolist())
+            train = [e for i, e in enumerate(entries) if i not in held]
+            test = [entries[i] for i in part]
+            started = time.perf_counter()
+            fitted = Surrogate(spec, model, seed).fit(train)
+            scores["fit_seconds"].append(time.perf_counter() - started)
+            truth = np.array([e["fitness"][0] for e in test])
+            predicted = fitted.predict([e["bits"] for e in test])
+            top = max(1, len(test) // 10)
+            hits = set(np.argsort(-truth)[:top]) & set(np.argsort(-predicted)[:top])
+            scores["kendall"].append(float(kendalltau(truth, predicted).statistic))
+            scores["spearman"].append(float(spearmanr(truth, predicted).statistic))
+            scores["top10"].append(len(hits) / top)
+    row = {"model": model, "entries": len(entries), "folds": folds, "repeats": repeats,
+           "train": len(entries) - len(entries) // folds, "test": len(entries) // folds}
+    for name, values in scores.items():
+        row[name], row[f"{name}_std"] = statistics.fmean(values), statistics.pstdev(values)
+    row["kendall_worst"] = min(scores["kendall"])
+    return row
 
 
 class SurrogateEvaluator(Evaluator):
@@ -112,8 +130,9 @@ class SurrogateEvaluator(Evaluator):
             quality, psnr, seconds, parameters = (known["fitness"][0], known["metrics"].get("psnr"),
                                                   known["seconds"], known["parameters"])
         elif self.surrogate is not None:
-            quality = float(self.surrogate.predict([bits])[0])
-            psnr = float(self.surrogate.predict([bits], "psnr")[0]) if "psnr" in self.surrogate.models else None
+            predicted = self.surrogate.predict_all([bits])
+            quality = float(predicted["fitness"][0])
+            psnr = float(predicted["psnr"][0]) if "psnr" in predicted else None
             seconds, parameters = self.mean_seconds, None
         else:
             raise UserError(f"architecture {arch.key()} is not in the recorded table and no surrogate was given")
@@ -133,27 +152,31 @@ def main(argv=None) -> int:
     """``python benchmarks/surrogate.py``: the validation table of every recorded problem, both models."""
     import argparse
 
+    from bench_args import positive_int
     from recorded import FOLDER, PROBLEMS, load
 
     parser = argparse.ArgumentParser(description="validate the surrogate of each recorded problem")
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
-    parser.add_argument("--heldout", type=float, default=0.25, help="share of entries held out (default 0.25)")
+    parser.add_argument("--folds", type=positive_int, default=4, help="cross-validation folds (default 4)")
+    parser.add_argument("--repeats", type=positive_int, default=2, help="random partitions into folds (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", default=str(FOLDER))
     args = parser.parse_args(argv)
-    print("| problem | entries | model | train / test | Kendall tau | Spearman | top 10 % in top 10 % | fit s |")
+    print(f"{args.repeats} x {args.folds}-fold cross-validation, mean +- std over folds")
+    print("| problem | entries | model | Kendall tau | worst fold | Spearman | top 10 % in top 10 % | fit s |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.problems:
         entries = load(name, args.folder)
         spec = PROBLEMS[name].evaluator().spec
         for model in Surrogate.MODELS:
             try:
-                row = validation(entries, spec, model, args.heldout, args.seed)
+                row = validation(entries, spec, model, args.folds, args.repeats, args.seed)
             except UserError as exc:
                 print(f"| {name} | {len(entries)} | {model} | {exc} | | | | |")
                 continue
-            print(f"| {name} | {len(entries)} | {model} | {row['train']} / {row['test']} | {row['kendall']:.2f} | "
-                  f"{row['spearman']:.2f} | {row['top10']:.0%} | {row['fit_seconds']:.2f} |", flush=True)
+            print(f"| {name} | {len(entries)} | {model} | {row['kendall']:.3f} +- {row['kendall_std']:.3f} | "
+                  f"{row['kendall_worst']:.3f} | {row['spearman']:.2f} | {row['top10']:.0%} | "
+                  f"{row['fit_seconds']:.2f} |", flush=True)
     return 0
 
 

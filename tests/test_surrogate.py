@@ -50,9 +50,15 @@ def table():
 def test_the_surrogate_ranks_held_out_architectures(table):
     spec = TINY.evaluator().spec
     for model in surrogate.Surrogate.MODELS:
-        row = surrogate.validation(table, spec, model=model, heldout=0.25, seed=1)
-        assert row["test"] == 60 and row["train"] == 180
+        row = surrogate.validation(table, spec, model=model, folds=4, repeats=1, seed=1)
+        assert row["test"] == 60 and row["train"] == 180 and row["folds"] == 4
         assert row["kendall"] > 0.5 and row["spearman"] > 0.6 and row["top10"] >= 0.3, row
+        assert row["kendall_worst"] <= row["kendall"] and row["kendall_std"] >= 0
+    # a second partition of the same entries scores other folds: the seed reaches the split
+    again = surrogate.validation(table, spec, folds=4, repeats=1, seed=2)
+    assert again["kendall"] != surrogate.validation(table, spec, folds=4, repeats=1, seed=1)["kendall"]
+    with pytest.raises(surrogate.UserError, match="too few entries"):
+        surrogate.validation(table[:12], spec, folds=4)
 
 
 def test_any_algorithm_runs_on_the_surrogate_through_the_normal_loop(table):
@@ -127,3 +133,13 @@ def test_the_grid_runs_on_real_fits_too(tmp_path, monkeypatch):
     cells = summary["problems"][0]["cells"]
     assert set(cells) == {"ga two-point flip-bit", "random"} and all(c["predicted_share"] == 0 for c in cells.values())
     assert all(c["seeds"] == 2 and c["final_psnr"] for c in cells.values())  # real fits record the true PSNR
+
+
+def test_the_validation_table_prints_a_row_per_model(table, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
+    with gzip.open(TINY.path(tmp_path), "wt") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in table))
+    assert surrogate.main(["--problems", TINY.name, "--folder", str(tmp_path), "--folds", "3", "--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {TINY.name} |")]
+    assert [row.split("|")[3].strip() for row in rows] == list(surrogate.Surrogate.MODELS)
+    assert all(" +- " in row.split("|")[4] for row in rows)
