@@ -104,6 +104,11 @@ def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch)
     assert len(reached) >= 2 and max(reached) <= summary["fits"]
     assert f"true PSNR at {summary['equal_fits']} fits" in text and "fits to the default's final best" in text
     assert all(len(c["psnr_at_equal_fits"]) == 3 for c in summary["cells"].values())
+    for name, cell in summary["cells"].items():  # paired by seed against the default's searches
+        if name != "ga two-point flip-bit":
+            diffs = [a - b for a, b in zip(cell["auc"], default["auc"])]
+            assert cell["paired"]["of"] == 3 and cell["paired"]["ahead"] == sum(d > 0 for d in diffs)
+    assert "paired by seed: ahead, p" in text
 
 
 def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
