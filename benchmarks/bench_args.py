@@ -20,3 +20,8 @@ def positive_int(text: str) -> int:
 
 def non_negative_int(text: str) -> int:
     return _int_at_least(text, 0)
+
+
+def int_at_least(minimum: int):
+    """An argparse type: a whole number >= ``minimum``."""
+    return lambda text: _int_at_least(text, minimum)

@@ -136,6 +136,11 @@ def _median_fits(values: list[float]) -> str:
     return f"{m:.0f} ({reached}/{len(values)})" if math.isfinite(m) else f"never ({reached}/{len(values)})"
 
 
+def _p_value(p: float | None) -> str:
+    """A p-value for the table: bold below 0.05, a dash when there is none."""
+    return "—" if p is None else (f"**{p:.3f}**" if p < 0.05 else f"{p:.3f}")
+
+
 def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f}" if values else "—"
 
@@ -150,12 +155,9 @@ def markdown(summary: dict, mode: str) -> str:
              "s / search |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, c in summary["cells"].items():
-        p = c.get("p_auc")
-        sig = "—" if p is None else (f"**{p:.3f}**" if p < 0.05 else f"{p:.3f}")
+        sig = _p_value(c.get("p_auc"))
         pair = c.get("paired")
-        paired_p = None if pair is None else pair["p"]
-        paired_text = "—" if pair is None else f"{pair['ahead']}/{pair['of']}, " + (
-            "—" if paired_p is None else (f"**{paired_p:.3f}**" if paired_p < 0.05 else f"{paired_p:.3f}"))
+        paired_text = "—" if pair is None else f"{pair['ahead']}/{pair['of']}, {_p_value(pair['p'])}"
         psnr = _median(c["final_psnr"])
         lines.append(f"| {name} | {c['seeds']} | {statistics.median(c['auc']):.3f} | {statistics.median(c['final']):.3f} | "
                      f"{psnr} | {_median_fits(c['reach']['p90'])} | {_median_fits(c['reach']['p99'])} | "

@@ -149,15 +149,15 @@ class SurrogateEvaluator(Evaluator):
 
 
 def main(argv=None) -> int:
-    """``python benchmarks/surrogate.py``: the validation table of every recorded problem, both models."""
+    """``python benchmarks/surrogate.py``: the validation table of every recorded problem, every model."""
     import argparse
 
-    from bench_args import positive_int
+    from bench_args import int_at_least, positive_int
     from recorded import FOLDER, PROBLEMS, load
 
     parser = argparse.ArgumentParser(description="validate the surrogate of each recorded problem")
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
-    parser.add_argument("--folds", type=positive_int, default=4, help="cross-validation folds (default 4)")
+    parser.add_argument("--folds", type=int_at_least(2), default=4, help="cross-validation folds (default 4)")
     parser.add_argument("--repeats", type=positive_int, default=2, help="random partitions into folds (default 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folder", default=str(FOLDER))

@@ -148,3 +148,6 @@ def test_the_validation_table_prints_a_row_per_model(table, tmp_path, monkeypatc
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {TINY.name} |")]
     assert [row.split("|")[3].strip() for row in rows] == list(surrogate.Surrogate.MODELS)
     assert all(" +- " in row.split("|")[4] for row in rows)
+    with pytest.raises(SystemExit) as refused:  # one fold has nothing to train on: argparse's one line
+        surrogate.main(["--problems", TINY.name, "--folder", str(tmp_path), "--folds", "1"])
+    assert refused.value.code == 2 and "must be >= 2" in capsys.readouterr().err
