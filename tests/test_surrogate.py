@@ -125,19 +125,35 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
         assert needle in err and err.count("\n") == 1, err
 
 
-def test_the_grid_runs_on_real_fits_too(tmp_path, monkeypatch):
+def test_the_grid_runs_on_real_fits_too(tmp_path, monkeypatch, capsys):
     """--real: the same cells with real DIP fits at the problem's settings (targets from the run's own fits
-    when the problem has no records)."""
+    when the problem has no records); --size crops the photo larger; an interrupted grid resumes from the
+    searches it finished."""
     monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
     out = tmp_path / "out"
-    assert effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--real", "--seeds", "2",
-                               "--cells", "ga,two-point,flip-bit", "random,two-point,flip-bit",
-                               "--population", "2", "--generations", "1", "--out", str(out)]) == 0
+    argv = ["--problems", TINY.name, "--folder", str(tmp_path), "--real", "--seeds", "2", "--size", "24",
+            "--cells", "ga,two-point,flip-bit", "random,two-point,flip-bit",
+            "--population", "2", "--generations", "1", "--out", str(out)]
+    assert effectiveness.main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "real fits"
-    cells = summary["problems"][0]["cells"]
+    problem = summary["problems"][0]
+    assert problem["problem"] == "tiny-synthetic-24"
+    cells = problem["cells"]
     assert set(cells) == {"ga two-point flip-bit", "random"} and all(c["predicted_share"] == 0 for c in cells.values())
     assert all(c["seeds"] == 2 and c["final_psnr"] for c in cells.values())  # real fits record the true PSNR
+    # the default reaches its own seed's final best, at or before its last fit
+    assert all(1 <= v <= problem["fits"] for v in cells["ga two-point flip-bit"]["reach"]["seed_default_final"])
+    assert "fits to the same seed's default final best" in (out / "table.md").read_text()
+    log = out / "tiny-synthetic-24.runs.jsonl"
+    assert len(log.read_text().splitlines()) == 4  # one line per search
+    # a second run with the same settings refits nothing: its searches come from the log
+    monkeypatch.setattr(effectiveness, "run_cell", lambda *a: pytest.fail("a finished search was run again"))
+    assert effectiveness.main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["problems"][0]["cells"] == cells
+    with pytest.raises(SystemExit) as refused:  # the recorded problems hold one size each
+        effectiveness.main(["--problems", TINY.name, "--size", "24", "--out", str(out)])
+    assert refused.value.code == 2 and "--size needs --real" in capsys.readouterr().err
 
 
 def test_the_validation_table_prints_a_row_per_model(table, tmp_path, monkeypatch, capsys):
