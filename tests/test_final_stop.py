@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 
 import pytest
 import torch
@@ -32,14 +33,19 @@ def denoise_at(size: int):
 
 
 def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
+    # One calibration fit of a 16 px image (a few dozen held-out pixels) peaks where the seed and the CPU
+    # say: on an Intel Sapphire Rapids one seed stopped at 570 steps at 16 px and at 180 at 32 px. So the
+    # claim is about the median of three seeds, and the larger image has 9x the pixels (on that CPU, nine
+    # seeds at 16 px peaked at 55-280 steps, five at 48 px at 615-865).
     runner = RestoreConfig(device="cpu", precision="fp32").runner()
-    small = heldout_peak(narrow_dip(), denoise_at(16), runner, cap=1500, holdout=0.1, seed=0)
-    large = heldout_peak(narrow_dip(), denoise_at(32), runner, cap=1500, holdout=0.1, seed=0)
-    for peak in (small, large):
+    peaks = {size: [heldout_peak(narrow_dip(), denoise_at(size), runner, cap=1500, holdout=0.2, seed=seed)
+                    for seed in range(3)] for size in (16, 48)}
+    for peak in peaks[16] + peaks[48]:
         assert peak["rule"] == "heldout" and peak["cap"] == 1500
         assert peak["steps"] < peak["calibration_iterations"] < 1500  # it stopped, past its peak, before the cap
         assert peak["heldout_psnr"] > 15
-    assert large["steps"] > small["steps"]  # 4x the pixels: the fit learns the image for longer before the noise
+    small, large = (statistics.median(p["steps"] for p in peaks[size]) for size in (16, 48))
+    assert large > small  # the fit learns the larger image for longer before it learns the noise
 
 
 def test_a_search_trains_its_final_fits_to_the_calibrated_peak(tmp_path, capsys):
