@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bench_args import positive_int
 from nasdip_deap.compose import RestoreConfig, SearchConfig
+from nasdip_deap.engine import PRECISIONS
 from nasdip_deap.fitness import PEAK_LOG_POINTS, heldout_peak
 from nasdip_deap.genome import GenomeSpec, classical_dip
 from nasdip_deap.image_io import center_crop, pil_to_tensor
@@ -78,12 +79,13 @@ def cell(arch, task, runner, args) -> dict:
 def run(args) -> list[dict]:
     out = Path(args.out)
     done = json.loads(out.read_text())["cells"] if out.exists() else []
-    runner = RestoreConfig(device=args.device, precision="fp32").runner()
+    runner = RestoreConfig(device=args.device, precision=args.precision).runner()
     for photo in args.photos:
         for task_name in args.tasks:
             task = photo_task(photo, task_name, args.size, args.seed)
             for label, arch in architectures(task_name, args.folder).items():
-                key = {"photo": photo, "task": task_name, "architecture": label, "size": args.size, "cap": args.cap}
+                key = {"photo": photo, "task": task_name, "architecture": label, "size": args.size, "cap": args.cap,
+                       "precision": runner.options.precision}
                 if any(all(c.get(k) == v for k, v in key.items()) for c in done):
                     continue
                 done.append({**key, **cell(arch, task, runner, args)})
@@ -97,10 +99,10 @@ def run(args) -> list[dict]:
 
 
 def table(cells: list[dict]) -> str:
-    lines = ["| photo | task | architecture | size | oracle peak (step, dB) | rule (step, dB) | rule - oracle | "
-             "fixed (step, dB) | fixed - oracle |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| photo | task | architecture | size | precision | oracle peak (step, dB) | rule (step, dB) | rule - oracle | "
+             "fixed (step, dB) | fixed - oracle |", "|---|---|---|---|---|---|---|---|---|---|"]
     for c in cells:
-        lines.append(f"| {c['photo']} | {c['task']} | {c['architecture']} | {c['size']} | {c['oracle_steps']}, "
+        lines.append(f"| {c['photo']} | {c['task']} | {c['architecture']} | {c['size']} | {c.get('precision', 'fp32')} | {c['oracle_steps']}, "
                      f"{c['oracle_psnr']:.2f} | {c['rule_steps']}, {c['rule_psnr']:.2f} | "
                      f"{c['rule_psnr'] - c['oracle_psnr']:+.2f} | {c['fixed_steps']}, {c['fixed_psnr']:.2f} | "
                      f"{c['fixed_psnr'] - c['oracle_psnr']:+.2f} |")
@@ -122,9 +124,24 @@ def main(argv=None) -> int:
                         help="today's fixed count, for the comparison (default: the default --iterations)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default=RestoreConfig().precision,
+                        help="as the product's --precision (default auto: bf16 on AMX CPUs, fp32 elsewhere)")
     parser.add_argument("--folder", help="the recorded problems' folder (default benchmarks/recorded)")
-    parser.add_argument("--out", required=True, help="JSON file of cells (continued when it exists)")
+    parser.add_argument("--out", help="JSON file of cells (continued when it exists)")
+    parser.add_argument("--table", nargs="+", metavar="JSON",
+                        help="print the table of these result files (merged) and fit nothing")
     args = parser.parse_args(argv)
+    if args.table:
+        cells = []
+        for name in args.table:
+            try:
+                cells += json.loads(Path(name).read_text())["cells"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                parser.error(f"{name}: not a result file of this script ({error})")
+        print(table(cells))
+        return 0
+    if not args.out:
+        parser.error("--out is required (or --table to print finished result files)")
     from skimage import data
 
     for photo in args.photos:
