@@ -146,15 +146,20 @@ class PredictorGuided(MuPlusLambda):
     name = "predictor-guided"
     revary = False  # it picks its children from what it predicts of them; varying them again would undo that
     params = {**MuPlusLambda.params, "pool": Param(int, 1, 10_000), "explore": PROBABILITY,
-              "model": Param(str, choices=MODELS), "trees": Param(int, 1, 10_000), "prior": Param(str)}
+              "model": Param(str, choices=MODELS), "trees": Param(int, 1, 10_000), "prior": Param(str),
+              "fresh": PROBABILITY}
 
     def __init__(self, cxpb: float = 0.5, mutpb: float = 0.3, lambda_: int | None = None, pool: int = 20,
-                 explore: float = 0.2, model: str = "forest", trees: int = 100, prior: str | None = None):
+                 explore: float = 0.2, model: str = "forest", trees: int = 100, prior: str | None = None,
+                 fresh: float = 0.0):
         super().__init__(cxpb, mutpb, lambda_)
         if cxpb + mutpb <= 0:
             raise UserError(f"{self.name} breeds children by crossover or mutation: --cxpb + --mutpb must be > 0")
         require_sklearn(f"algorithm {self.name!r}")
         self.pool, self.explore, self.model, self.trees, self.prior = pool, explore, model, trees, prior
+        # the share of the candidate pool drawn as fresh random genomes instead of bred from the population:
+        # on real fits random search kept up with the GA (docs/results.md), so the model may rank both
+        self.fresh = fresh
         # records of earlier runs (evaluations.jsonl or cache.jsonl; on other images too), trained on beside
         # the run's own, with a feature that tells them apart, so the model learns their offset
         self.prior_records = read_prior(prior) if prior else []
@@ -164,7 +169,10 @@ class PredictorGuided(MuPlusLambda):
     def ask(self, population, toolbox, history: History):
         n = self.lambda_ or len(population)
         total = self.cxpb + self.mutpb  # no reproduction: a copy of a parent is a fit already made
-        bred = deap_algorithms.varOr(population, toolbox, n * self.pool, self.cxpb / total, self.mutpb / total)
+        fresh = int(round(self.fresh * n * self.pool))
+        bred = deap_algorithms.varOr(population, toolbox, n * self.pool - fresh, self.cxpb / total, self.mutpb / total)
+        if fresh:
+            bred += toolbox.population(n=fresh)
         candidates, keys = [], set()
         for child in bred:
             key = history.key_of(child)
@@ -173,8 +181,9 @@ class PredictorGuided(MuPlusLambda):
                 candidates.append(child)
         started = time.perf_counter()
         chosen, notes = self.choose(candidates, n, history)
+        drawn = {id(child) for child in bred[len(bred) - fresh:]} if fresh else set()
         for child, note in zip(chosen, notes):
-            child.prediction = note
+            child.prediction = {**note, "origin": "fresh" if id(child) in drawn else "bred"}
         self.generations.append({"generation": history.generation, "bred": len(bred), "candidates": len(candidates),
                                  "fitted": len(chosen), "model_seconds": round(time.perf_counter() - started, 4)})
         return chosen
@@ -243,7 +252,7 @@ class PredictorGuided(MuPlusLambda):
 
     def describe(self) -> dict:
         return {**super().describe(), "pool": self.pool, "explore": self.explore, "model": self.model,
-                "trees": self.trees, "prior": self.prior}
+                "trees": self.trees, "prior": self.prior, "fresh": self.fresh}
 
 
 @ALGORITHMS.register("predictor-nsga2")

@@ -195,3 +195,25 @@ def test_the_overhead_benchmark_script_runs(capsys):
                                     "--fit-seconds", "10", "--trees", "10"]) == 0
     out = capsys.readouterr().out
     assert "generation 2: 36 bred" in out and "non-fit / fit:" in out
+
+
+def test_a_fresh_share_of_the_pool_is_drawn_at_random_not_bred():
+    """fresh=SHARE: that share of the candidates are new random genomes (toolbox.population), the rest bred
+    from the population; from a population of one all-zero genome, bred children stay near zeros."""
+    toolbox = onemax_toolbox()
+    zero = type(toolbox.individual())([0] * len(toolbox.individual()))
+    zero.fitness.values = (0.0,)
+    history = History(key_of=lambda ind: SPEC.decode(ind).key(), spec=SPEC)
+    ones, origins = {}, {}
+    for fresh in (0.0, 1.0):
+        random.seed(1)
+        algorithm = ALGORITHMS.get("predictor-guided")(cxpb=0.5, mutpb=0.5, lambda_=6, pool=5, fresh=fresh)
+        chosen = algorithm.ask([toolbox.clone(zero) for _ in range(6)], toolbox, history)
+        ones[fresh] = sum(sum(c) for c in chosen) / sum(len(c) for c in chosen)
+        origins[fresh] = {c.prediction["origin"] for c in chosen}
+    assert ones[0.0] < 0.15 < 0.3 < ones[1.0], ones
+    assert origins == {0.0: {"bred"}, 1.0: {"fresh"}}
+    assert algorithm.describe()["fresh"] == 1.0
+    with pytest.raises(UserError, match="fresh"):
+        from nasdip_deap.compose import make_algorithm
+        make_algorithm("predictor-guided:fresh=2", 0.5, 0.3, None)
