@@ -81,11 +81,17 @@ class SearchResult:
         return self.search.totals
 
     def final_iterations(self) -> tuple[int, bool]:
-        """(steps, exact) of the final fits: see ``fitness.final_budget``; with ``final_stop="heldout"`` the
-        held-out peak of a calibration fit of the best architecture (made once, ``self.final_stop``)."""
-        if self.config.final_stop == "heldout":
-            return self.calibrate()["steps"], True
+        """(steps, exact) of the final fits: see ``fitness.final_budget``; when ``final_stop`` resolves to
+        ``heldout`` (``final_stop_rule``) the held-out peak of a calibration fit of the best architecture
+        (made once, ``self.final_stop``), and never fewer than the search fits' budget: a held-out curve
+        that plateaus early (inpainting's) must not cut the final fits short of what the search scored."""
+        if self.final_stop_rule() == "heldout":
+            return max(self.calibrate()["steps"], self.config.iterations), True
         return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
+
+    def final_stop_rule(self) -> str:
+        """``fixed`` or ``heldout``: the config's ``final_stop`` for this image and proxy."""
+        return self.config.final_stop_rule(self.task.output_size, self.search.evaluator.fits_whole_image)
 
     def calibrate(self) -> dict:
         """The calibration fit of ``fitness.heldout_peak`` for the best architecture (once; then remembered)."""

@@ -106,6 +106,7 @@ def _choice(choices: tuple):
 def build_parser() -> argparse.ArgumentParser:
     from .backends import BACKENDS
     from .compose import RestoreConfig, SearchConfig, config_fields
+    from .fitness import AUTO_HELDOUT_ABOVE, FINAL_STOPS
     from .registry import ALGORITHMS
 
     search_defaults, restore_defaults = config_fields(SearchConfig), config_fields(RestoreConfig)
@@ -162,13 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--final-iterations", type=int, default=d["final_iterations"],
                    help="Adam steps of the final fits of the best architecture (default: --iterations, or where "
                         "an early-stopped search fit peaked)")
-    g.add_argument("--final-stop", choices=("fixed", "heldout"), default=d["final_stop"],
+    g.add_argument("--final-stop", choices=FINAL_STOPS, default=d["final_stop"],
                    help="how many steps the final fits train: fixed (--final-iterations, else the search fits' "
-                        "budget) or heldout (one calibration fit of the whole image finds where its held-out "
-                        "pixels peak, up to --final-cap steps; for whole photos, whose fits peak later than the "
-                        "proxy's) (default %(default)s)")
+                        "budget), heldout (one calibration fit of the whole image finds where its held-out "
+                        "pixels peak, up to --final-cap steps, never fewer than --iterations; larger images "
+                        f"peak later) or auto (heldout above {AUTO_HELDOUT_ABOVE} px or on a proxy, else fixed) "
+                        "(default %(default)s)")
     g.add_argument("--final-cap", type=int, default=d["final_cap"], metavar="N",
-                   help="with --final-stop heldout: the most steps of the calibration fit (default: 10 x --iterations)")
+                   help="with --final-stop heldout or auto: the most steps of the calibration fit (default: 10 x --iterations)")
     g.add_argument("--search-fits", type=int, default=d["search_fits"], metavar="N",
                    help="keep the outputs of the N best search fits of the whole image and average the best of "
                         "them (chosen by the search's fitness) into the restoration (default %(default)s; 0: "

@@ -196,7 +196,7 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     best = run.best()
     arch = result.best
     log.info("best architecture: %s", arch.summary())
-    if config.final_stop == "heldout":
+    if result.final_stop_rule() == "heldout":
         log.info("final fits: a calibration fit of the whole image finds its held-out peak (up to %d steps)",
                  config.calibration_cap())
     steps, exact = result.final_iterations()
@@ -227,7 +227,8 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
                              "final_seconds": round(restoration.seconds, 3)},
                  "baseline": classical_baseline(result, args, run_dir, arch, final, map_fn),
                  "finalists": run.finalist_table(),
-                 "final_stop": result.final_stop or {"rule": "fixed", "steps": restoration.iterations}}
+                 "final_stop": ({**result.final_stop, "final_steps": restoration.iterations} if result.final_stop
+                                else {"rule": "fixed", "steps": restoration.iterations})}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)

@@ -18,7 +18,7 @@ from .engine import PRECISIONS, check_device
 from .errors import UserError
 from .fidelity import make_fidelity, patience_for
 from .finalists import make_finalists
-from .fitness import FINAL_STOPS, FITNESS_MODES, OBJECTIVES, Evaluator, FitnessSettings
+from .fitness import AUTO_HELDOUT_ABOVE, FINAL_STOPS, FITNESS_MODES, OBJECTIVES, Evaluator, FitnessSettings
 from .genome import MAX_LEVELS, MIN_LEVELS, GenomeSpec
 from .params import check_params, parse_choice
 from .proxy import make_proxy
@@ -122,9 +122,11 @@ class SearchConfig(FitConfig):
     search_fits: int = 16  # the best whole-image search fits kept to average into the restoration (0: none)
     final_iterations: int | None = None  # None: the search fit's budget (or the step where it peaked)
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
-    # how many steps the final fits train: fixed (final_iterations, else the search fit's budget or peak) or
-    # heldout (one calibration fit on the whole image finds its held-out peak, up to final_cap steps)
-    final_stop: str = "fixed"
+    # how many steps the final fits train: fixed (final_iterations, else the search fit's budget or peak),
+    # heldout (one calibration fit on the whole image finds its held-out peak, up to final_cap steps, and
+    # never fewer than the search fits' budget), or auto (heldout for images above
+    # fitness.AUTO_HELDOUT_ABOVE px or scored on a proxy, fixed otherwise and when final_iterations is given)
+    final_stop: str = "auto"
     final_cap: int | None = None  # None: 10 x iterations
     # where fits run
     backend: Any = None  # a name of backends.BACKENDS (None: scoop under SCOOP, else serial), a Backend or an Executor
@@ -150,8 +152,8 @@ class SearchConfig(FitConfig):
             raise UserError(f"--final-stop must be one of {', '.join(FINAL_STOPS)}, got {self.final_stop!r}")
         if self.final_cap is not None:
             _count("--final-cap", self.final_cap, 1, MAX_ITERATIONS)
-            if self.final_stop != "heldout":
-                raise UserError("--final-cap applies with --final-stop heldout")
+            if self.final_stop == "fixed":
+                raise UserError("--final-cap applies with --final-stop heldout or auto")
         if self.final_stop == "heldout" and self.final_iterations is not None:
             raise UserError("--final-stop heldout finds the final fits' steps itself; leave out --final-iterations")
         if self.early_stop is not None:
@@ -169,6 +171,15 @@ class SearchConfig(FitConfig):
                                                   and 0 < self.eval_timeout < float("inf")):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.backend_options())
+
+    def final_stop_rule(self, image_size: tuple[int, int], whole_image: bool) -> str:
+        """``fixed`` or ``heldout``: ``final_stop`` resolved for an image of ``image_size`` (h, w) whose
+        candidates were fitted on the whole image (``whole_image``) or on a proxy."""
+        if self.final_stop != "auto":
+            return self.final_stop
+        if self.final_iterations is not None:
+            return "fixed"
+        return "heldout" if not whole_image or max(image_size) > AUTO_HELDOUT_ABOVE else "fixed"
 
     def calibration_cap(self) -> int:
         """The most steps of ``final_stop="heldout"``'s calibration fit: ``final_cap``, else 10 x iterations."""

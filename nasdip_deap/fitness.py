@@ -134,7 +134,10 @@ def final_budget(record: dict | None, iterations: int, final_iterations: int | N
     return iterations, False
 
 
-FINAL_STOPS = ("fixed", "heldout")
+FINAL_STOPS = ("auto", "fixed", "heldout")
+# "auto" calibrates the final fits of images larger than this (px, either side) or scored on a proxy:
+# the default step count was chosen at 64 px and falls far short of the peak at 128 px (docs/results.md)
+AUTO_HELDOUT_ABOVE = 96
 PEAK_LOG_POINTS = 300  # log points of a calibration fit over its cap: the peak's step is known to cap/300
 PEAK_PATIENCE = 20  # log points without a new held-out best before the calibration fit stops
 

@@ -57,10 +57,11 @@ def test_a_search_trains_its_final_fits_to_the_calibrated_peak(tmp_path, capsys)
     best = json.loads((out / "best.json").read_text())
     stop = best["final_stop"]
     assert stop["rule"] == "heldout" and stop["cap"] == 120 and 1 <= stop["steps"] <= stop["calibration_iterations"]
-    assert all(m["iterations"] == stop["steps"] for m in best["final"]["members"])
+    assert stop["final_steps"] == max(stop["steps"], 8)  # never fewer than the search fits' budget
+    assert all(m["iterations"] == stop["final_steps"] for m in best["final"]["members"])
     assert best["compute"]["calibration_iterations"] == stop["calibration_iterations"]
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last.endswith(f"final fits: {stop['steps']} iterations each)"), last
+    assert last.endswith(f"final fits: {stop['final_steps']} iterations each)"), last
     assert json.loads((out / "config.json").read_text())["run"]["config"]["final_stop"] == "heldout"
 
 
@@ -73,7 +74,7 @@ def test_a_fixed_search_says_so_in_best_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--final-cap", "50"], "--final-cap applies with --final-stop heldout"),
+    (["--final-stop", "fixed", "--final-cap", "50"], "--final-cap applies with --final-stop heldout or auto"),
     (["--final-stop", "heldout", "--final-iterations", "9"], "leave out --final-iterations"),
     (["--final-stop", "heldout", "--final-cap", "0"], "--final-cap must be a whole number"),
 ])
@@ -85,10 +86,28 @@ def test_misuse_is_one_line(argv, needle, tmp_path, capsys):
 
 
 def test_the_api_takes_it_too():
-    with pytest.raises(UserError, match="--final-stop must be one of fixed, heldout"):
+    with pytest.raises(UserError, match="--final-stop must be one of auto, fixed, heldout"):
         SearchConfig(final_stop="peak")
     task = denoise_at(16)
     result = nd.search(task, levels=2, population=2, generations=0, iterations=6, device="cpu",
                        final_stop="heldout", final_cap=60)
     steps, exact = result.final_iterations()
-    assert exact and steps == result.final_stop["steps"] and result.restore(ensemble=1).iterations == steps
+    assert exact and steps == max(result.final_stop["steps"], 6) and result.restore(ensemble=1).iterations == steps
+
+
+@pytest.mark.parametrize("size, whole_image, options, rule", [
+    ((64, 64), True, {}, "fixed"),  # the size the default step count was chosen at
+    ((64, 128), True, {}, "heldout"),  # larger images peak later
+    ((64, 64), False, {}, "heldout"),  # candidates scored on a proxy: its step count is not the image's
+    ((128, 128), True, {"final_iterations": 9}, "fixed"),  # a count the user gave wins
+    ((128, 128), True, {"final_stop": "fixed"}, "fixed"),
+    ((16, 16), True, {"final_stop": "heldout"}, "heldout"),
+])
+def test_auto_calibrates_large_images_and_proxies(size, whole_image, options, rule):
+    assert SearchConfig(**options).final_stop_rule(size, whole_image) == rule
+
+
+def test_auto_on_a_small_image_trains_the_fixed_count():
+    result = nd.search(denoise_at(16), levels=2, population=2, generations=0, iterations=6, device="cpu")
+    assert result.config.final_stop == "auto" and result.final_iterations() == (6, False)
+    assert result.final_stop is None  # no calibration fit was made

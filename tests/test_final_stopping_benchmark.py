@@ -22,7 +22,7 @@ def test_the_stopping_table_on_a_tiny_crop(tmp_path, capsys, monkeypatch):
         assert c["oracle_psnr"] >= max(c["rule_psnr"], c["fixed_psnr"])  # the oracle is the best log point
         assert 1 <= c["rule_steps"] <= c["calibration_iterations"] <= 24 and c["fixed_steps"] == 8
     text = capsys.readouterr().out
-    assert "| coffee | denoise | classical | 32 |" in text and "rule - oracle: mean" in text
+    assert "| coffee | denoise | classical | 32 |" in text and "product - oracle: mean" in text
     assert module.main(argv) == 0 and json.loads(out.read_text())["cells"] == cells  # nothing fitted again
     assert capsys.readouterr().out.startswith("| photo |")  # no cell line: only the table
     sys.modules.pop("final_stopping", None)
