@@ -24,7 +24,7 @@ from pathlib import Path
 from bench_args import positive_int
 from nasdip_deap.compose import RestoreConfig, SearchConfig
 from nasdip_deap.engine import PRECISIONS
-from nasdip_deap.fitness import PEAK_LOG_POINTS, heldout_peak
+from nasdip_deap.fitness import PEAK_LOG_POINTS, calibrated_steps, heldout_peak
 from nasdip_deap.genome import GenomeSpec, classical_dip
 from nasdip_deap.image_io import center_crop, pil_to_tensor
 from nasdip_deap.registry import TASKS
@@ -99,10 +99,10 @@ def run(args) -> list[dict]:
 
 
 def product_steps(c: dict) -> tuple[int, float]:
-    """(step, dB) of what the product's final fits train: the held-out peak, never fewer than the fixed
-    count (``SearchResult.final_iterations``), read from the same reference fit."""
-    return (c["rule_steps"], c["rule_psnr"]) if c["rule_steps"] >= c["fixed_steps"] else (c["fixed_steps"],
-                                                                                          c["fixed_psnr"])
+    """(step, dB) of what the product's final fits train (``fitness.calibrated_steps`` of the held-out peak
+    and the fixed count), read from the same reference fit."""
+    step = calibrated_steps(c["rule_steps"], c["fixed_steps"])
+    return step, c["rule_psnr"] if step == c["rule_steps"] else c["fixed_psnr"]
 
 
 def table(cells: list[dict]) -> str:

@@ -21,7 +21,7 @@ import torch
 from .architecture import Architecture
 from .compose import RestoreConfig, SearchConfig, build_search, start_backend, start_run
 from .errors import UserError
-from .fitness import final_budget, heldout_peak, make_holdout
+from .fitness import calibrated_steps, final_budget, heldout_peak, make_holdout
 from .genome import classical_dip
 from .registry import TASKS
 from .restoration import Restoration, choose_search_fits, restore as restore_fits
@@ -83,10 +83,9 @@ class SearchResult:
     def final_iterations(self) -> tuple[int, bool]:
         """(steps, exact) of the final fits: see ``fitness.final_budget``; when ``final_stop`` resolves to
         ``heldout`` (``final_stop_rule``) the held-out peak of a calibration fit of the best architecture
-        (made once, ``self.final_stop``), and never fewer than the search fits' budget: a held-out curve
-        that plateaus early (inpainting's) must not cut the final fits short of what the search scored."""
+        (made once, ``self.final_stop``), never fewer than the search fits' budget (``calibrated_steps``)."""
         if self.final_stop_rule() == "heldout":
-            return max(self.calibrate()["steps"], self.config.iterations), True
+            return calibrated_steps(self.calibrate()["steps"], self.config.iterations), True
         return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
 
     def final_stop_rule(self) -> str:

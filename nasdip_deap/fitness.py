@@ -156,6 +156,13 @@ def heldout_peak(arch, task, runner: FitRunner, cap: int, holdout: float, seed: 
             "seconds": round(result.seconds, 3)}
 
 
+def calibrated_steps(peak_steps: int, iterations: int) -> int:
+    """The final fits' steps from a calibration fit's held-out peak: never fewer than the search fits'
+    ``iterations``, since a held-out curve that plateaus early (inpainting's) must not cut the final fits
+    short of what the search scored."""
+    return max(int(peak_steps), int(iterations))
+
+
 def failure_kind(exc: BaseException) -> str:
     """``machine`` for a failure that says nothing about the architecture, else ``architecture``."""
     if isinstance(exc, (FitTimeout, OutOfMemory)) or is_out_of_memory(exc):
