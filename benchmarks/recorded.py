@@ -75,18 +75,35 @@ KEPT = ("key", "bits", "source", "fitness", "metrics", "parameters", "seconds", 
         "error", "machine")
 
 
+# Instruction sets that change which kernels torch picks, and so the last bits of a fit.
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+
+
 def machine() -> dict:
-    """What a bit-identical refit needs to match: the CPU model and the torch version (threads and precision
-    are fixed in ``FIT``)."""
+    """What a bit-identical refit needs to match: the CPU and the torch version (threads and precision
+    are fixed in ``FIT``). A CPU is named by vendor, family, model, stepping and the kernel-relevant flags,
+    not by its model name alone: virtual machines often show a generic name ("AMD EPYC") for different
+    chips, whose fits differ in the last decimals."""
     import platform
 
-    model = platform.processor()
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if not key and fields:
+                    break  # the first processor is enough
+                fields.setdefault(key, value.strip())
     except OSError:
         pass
-    return {"cpu": model, "torch": torch.__version__}
+    flags = set(fields.get("flags", "").split())
+    cpu = {"cpu": fields.get("model name", platform.processor())}
+    for key in ("vendor_id", "cpu family", "model", "stepping"):
+        if key in fields:
+            cpu[key.replace(" ", "_")] = fields[key]
+    cpu["kernel_flags"] = " ".join(flag for flag in KERNEL_FLAGS if flag in flags)
+    return {**cpu, "torch": torch.__version__}
 
 
 def entry(record: dict, source: str, where: dict | None = None) -> dict:
