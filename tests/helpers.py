@@ -12,7 +12,7 @@ from pathlib import Path
 
 from nasdip_deap.compose import SearchConfig, build_search
 
-TINY_SEARCH = {"iterations": 10, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none",
+TINY_SEARCH = {"iterations": 6, "device": "cpu", "population": 4, "generations": 2, "hof_size": 3, "proxy": "none",
                "levels": 3}
 
 

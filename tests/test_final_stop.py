@@ -35,17 +35,18 @@ def denoise_at(size: int):
 def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
     # One calibration fit of a 16 px image (a few dozen held-out pixels) peaks where the seed and the CPU
     # say: on an Intel Sapphire Rapids one seed stopped at 570 steps at 16 px and at 180 at 32 px. So the
-    # claim is about the median of three seeds, and the larger image has 9x the pixels (on that CPU, nine
-    # seeds at 16 px peaked at 55-280 steps, five at 48 px at 615-865).
+    # claim is about the median of three seeds at 16 px against every fit of an image with 9x the pixels
+    # (on that CPU nine seeds at 16 px peaked at 55-280 steps, five at 48 px at 615-865; on an AMD EPYC
+    # three at 16 px at 55-155, three at 48 px at 760-1035). Two 48 px fits: they are most of the time.
     runner = RestoreConfig(device="cpu", precision="fp32").runner()
     peaks = {size: [heldout_peak(narrow_dip(), denoise_at(size), runner, cap=1500, holdout=0.2, seed=seed)
-                    for seed in range(3)] for size in (16, 48)}
+                    for seed in range(count)] for size, count in ((16, 3), (48, 2))}
     for peak in peaks[16] + peaks[48]:
         assert peak["rule"] == "heldout" and peak["cap"] == 1500
         assert peak["steps"] < peak["calibration_iterations"] < 1500  # it stopped, past its peak, before the cap
         assert peak["heldout_psnr"] > 15
-    small, large = (statistics.median(p["steps"] for p in peaks[size]) for size in (16, 48))
-    assert large > small  # the fit learns the larger image for longer before it learns the noise
+    small = statistics.median(p["steps"] for p in peaks[16])
+    assert min(p["steps"] for p in peaks[48]) > small  # the larger image is learnt longer before its noise
 
 
 def test_a_search_trains_its_final_fits_to_the_calibrated_peak(tmp_path, capsys):

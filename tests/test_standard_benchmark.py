@@ -24,7 +24,7 @@ def standard():
 def pairs(tmp_path):
     generator = torch.Generator().manual_seed(0)
     for name in ("one", "two"):
-        y, x = torch.meshgrid(torch.linspace(0, 1, 36), torch.linspace(0, 1, 40), indexing="ij")
+        y, x = torch.meshgrid(torch.linspace(0, 1, 20), torch.linspace(0, 1, 24), indexing="ij")
         clean = torch.stack([x, y, x * y]).clamp(0, 1)
         save_image(clean, tmp_path / f"{name}_GT.png")
         save_image((clean + torch.randn(clean.shape, generator=generator) * 0.1).clamp(0, 1),
@@ -38,7 +38,7 @@ def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
                           "--search", "levels=3", "--out", str(tmp_path / "out")])
     assert [r["image"] for r in rows] == ["one", "two"]
     for row in rows:
-        assert row["size"] == [36, 40]
+        assert row["size"] == [20, 24]
         searched, equal, timed, rnd = row["searched"], row["equal_compute"], row["equal_time"], row["random"]
         assert equal["k"] == max(1, round(searched["iterations"] / 5)) and equal["iterations"] == 5 * equal["k"]
         assert searched["iterations"] >= 5 * (searched["fits"] + 1)  # search fits and the final fit
@@ -54,7 +54,7 @@ def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
                    for c in ("classical", "equal_compute", "equal_time", "random", "searched"))
         assert row["classical"]["seeds"] == 2 and searched["ensemble"] >= 1
     table = (tmp_path / "out" / "table.md").read_text()
-    assert "| one | 40x36 |" in table and "**mean**" in table and "search settings population=2" in table
+    assert "| one | 24x20 |" in table and "**mean**" in table and "search settings population=2" in table
     assert "Paired over images: searched - equal compute" in table and "searched - random" in table
     assert json.loads((tmp_path / "out" / "table.json").read_text())["rows"] == rows
 
