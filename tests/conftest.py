@@ -117,3 +117,7 @@ def pytest_collection_modifyitems(config, items):
             if definitions and definitions[-1].scope == "module":
                 item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}.{name}"))
                 break
+    # Long runs first: a group or a slow test that starts last keeps one worker busy while the others
+    # have nothing left to do. The sort is stable, so a group's tests keep their order.
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None
+               and item.get_closest_marker("slow") is None)

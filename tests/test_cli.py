@@ -9,7 +9,7 @@ import torch
 
 from nasdip_deap.image_io import load_image
 
-TINY = ["--crop", "16", "--iterations", "10"]
+TINY = ["--crop", "16", "--iterations", "6"]
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ def denoise_at(size: int):
     return nd.make_task("denoise", clean=clean, sigma=25, seed=0)
 
 
+@pytest.mark.slow
 def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
     # One calibration fit of a 16 px image (a few dozen held-out pixels) peaks where the seed and the CPU
     # say: on an Intel Sapphire Rapids one seed stopped at 570 steps at 16 px and at 180 at 32 px. So the

@@ -22,7 +22,7 @@ def task(tiny_image):
 @pytest.fixture(scope="module")
 def finished():
     task = TASKS.get("denoise").from_clean(make_tiny_image(), {"sigma": 25.0}, seed=0)
-    return searched(task, levels=3, population=4, generations=1, iterations=12, fitness="blind", seed=3,
+    return searched(task, levels=3, population=4, generations=1, iterations=6, fitness="blind", seed=3,
                     device="cpu", finalists=2, finalist_repeats=2)
 
 

@@ -24,7 +24,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost"),  # fixed n
               pytest.mark.skipif(REASON is not None, reason=f"multi-host SCOOP test skipped: {REASON}")]
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
-TINY = ["--crop", "32", "--levels", "3", "--population", "8", "--generations", "1", "--iterations", "10", "--seed", "5",
+TINY = ["--crop", "32", "--levels", "3", "--population", "8", "--generations", "1", "--iterations", "6", "--seed", "5",
         "--quiet"]
 RUN_TIMEOUT = 600
 

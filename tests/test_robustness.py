@@ -140,7 +140,7 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "10",
+SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "6",
         "--mutation", "flip-bit:indpb=0.1", "--mutpb", "1.0", "--seed", "4", "--quiet"]
 
 

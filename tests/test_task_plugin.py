@@ -80,7 +80,7 @@ def test_a_plugin_task_searches_beside_a_broken_plugin(cli, jpeg_site, broken_si
     assert "'broken'" in listed.stderr and "ImportError" in listed.stderr  # the warning names plugin and error
     out = tmp_path / "run"
     done = cli("search", "--task", "jpeg", "--jpeg-quality", "10", "--crop", "16", "--levels", "3", "--population", "3",
-               "--generations", "1", "--iterations", "10", "--seed", "2", "--out", str(out), "--quiet", env=env)
+               "--generations", "1", "--iterations", "4", "--seed", "2", "--out", str(out), "--quiet", env=env)
     assert done.returncode == 0, done.stderr
     best = json.loads((out / "best.json").read_text())
     assert best["task"] == {"task": "jpeg", "jpeg_quality": 10}
