@@ -19,7 +19,7 @@ from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
 from nasdip_deap.workers import bind_gpu, torch_threads
 from tests import backend_helpers as helpers
-from tests.conftest import REPO, run_main
+from tests.conftest import REPO, run_cli, run_main
 from tests.helpers import evaluator_for, read_jsonl_safely, tiny_search as build_tiny
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
@@ -280,8 +280,7 @@ def serial_run(tmp_path_factory):
     # A fresh process, as every backend's workers are: in a pytest worker that ran other tests first, the
     # same serial search once came out different in the last bits (Intel Xeon, AVX-512, under xdist).
     out = tmp_path_factory.mktemp("serial") / "run"
-    result = subprocess.run([sys.executable, "-m", "nasdip_deap", "search", *TINY, "--out", str(out),
-                             "--backend", "serial"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    result = run_cli("search", *TINY, "--out", str(out), "--backend", "serial", cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr
     return out
 
