@@ -21,7 +21,7 @@ import torch
 from .architecture import Architecture
 from .compose import RestoreConfig, SearchConfig, build_search, start_backend, start_run
 from .errors import UserError
-from .fitness import calibrated_steps, final_budget, heldout_peak, make_holdout
+from .fitness import final_budget, heldout_peak, make_holdout, stop_steps
 from .genome import classical_dip
 from .registry import TASKS
 from .restoration import Restoration, choose_search_fits, restore as restore_fits
@@ -83,21 +83,25 @@ class SearchResult:
     def final_iterations(self) -> tuple[int, bool]:
         """(steps, exact) of the final fits: see ``fitness.final_budget``; when ``final_stop`` resolves to
         ``heldout`` (``final_stop_rule``) the held-out peak of a calibration fit of the best architecture
-        (made once, ``self.final_stop``), never fewer than the search fits' budget (``calibrated_steps``)."""
-        if self.final_stop_rule() == "heldout":
-            return calibrated_steps(self.calibrate()["steps"], self.config.iterations), True
-        return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
+        (made once, ``self.final_stop``), never fewer than the search fits' budget; to ``cap``, the cap
+        (``fitness.stop_steps``)."""
+        rule = self.final_stop_rule()
+        if rule == "fixed":
+            return final_budget(self.best_record, self.config.iterations, self.config.final_iterations)
+        peak = self.calibrate()["steps"] if rule == "heldout" else None
+        return stop_steps(rule, self.config.iterations, self.config.final_step_cap(), peak), True
 
     def final_stop_rule(self) -> str:
-        """``fixed`` or ``heldout``: the config's ``final_stop`` for this image and proxy."""
-        return self.config.final_stop_rule(self.task.output_size, self.search.evaluator.fits_whole_image)
+        """``fixed``, ``heldout`` or ``cap``: the config's ``final_stop`` for this image, proxy and task."""
+        return self.config.final_stop_rule(self.task.output_size, self.search.evaluator.fits_whole_image,
+                                           self.task.noiseless)
 
     def calibrate(self) -> dict:
         """The calibration fit of ``fitness.heldout_peak`` for the best architecture (once; then remembered)."""
         if self.final_stop is None:
             settings = self.search.evaluator.settings
             self.final_stop = heldout_peak(self.best, self.task, self.search.evaluator.runner,
-                                           self.config.calibration_cap(), settings.holdout, self.config.seed)
+                                           self.config.final_step_cap(), settings.holdout, self.config.seed)
         return self.final_stop
 
     def restore(self, iterations: int | None = None, ensemble: int | None = None,

@@ -167,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how many steps the final fits train: fixed (--final-iterations, else the search fits' "
                         "budget), heldout (one calibration fit of the whole image finds where its held-out "
                         "pixels peak, up to --final-cap steps, never fewer than --iterations; larger images "
-                        f"peak later) or auto (heldout above {AUTO_HELDOUT_ABOVE} px or on a proxy, else fixed) "
-                        "(default %(default)s)")
+                        "peak later), cap (--final-cap steps) or auto (above "
+                        f"{AUTO_HELDOUT_ABOVE} px or on a proxy: cap for a task without noise, inpainting and "
+                        "super-resolution, heldout for denoising; else fixed) (default %(default)s)")
     g.add_argument("--final-cap", type=int, default=d["final_cap"], metavar="N",
-                   help="with --final-stop heldout or auto: the most steps of the calibration fit (default: 10 x --iterations)")
+                   help="with --final-stop heldout, cap or auto: the most steps of the calibration fit, and the "
+                        "steps of --final-stop cap (default: 10 x --iterations)")
     g.add_argument("--search-fits", type=int, default=d["search_fits"], metavar="N",
                    help="keep the outputs of the N best search fits of the whole image and average the best of "
                         "them (chosen by the search's fitness) into the restoration (default %(default)s; 0: "

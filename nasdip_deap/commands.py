@@ -196,9 +196,13 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
     best = run.best()
     arch = result.best
     log.info("best architecture: %s", arch.summary())
-    if result.final_stop_rule() == "heldout":
+    rule = result.final_stop_rule()
+    if rule == "heldout":
         log.info("final fits: a calibration fit of the whole image finds its held-out peak (up to %d steps)",
-                 config.calibration_cap())
+                 config.final_step_cap())
+    elif rule == "cap":
+        log.info("final fits: %s has no noise to overfit, so they train to the cap (%d steps)",
+                 result.task.name, config.final_step_cap())
     steps, exact = result.final_iterations()
     if result.final_stop:
         log.info("held-out peak at step %d (calibration fit of %d steps, held-out PSNR %.2f dB)",
@@ -228,7 +232,7 @@ def finish_search(result: SearchResult, args, run_dir: Path, degraded: dict, map
                  "baseline": classical_baseline(result, args, run_dir, arch, final, map_fn),
                  "finalists": run.finalist_table(),
                  "final_stop": ({**result.final_stop, "final_steps": restoration.iterations} if result.final_stop
-                                else {"rule": "fixed", "steps": restoration.iterations})}
+                                else {"rule": rule, "steps": restoration.iterations})}
     write_json(run_dir / "best.json", best_json)
     print(f"best: {arch.summary()}")
     print_quality("best found", final, degraded)

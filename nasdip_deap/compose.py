@@ -124,8 +124,9 @@ class SearchConfig(FitConfig):
     final_holdout: bool = False  # blind fitness: final fits keep the held-out pixels out, to score the ensemble
     # how many steps the final fits train: fixed (final_iterations, else the search fit's budget or peak),
     # heldout (one calibration fit on the whole image finds its held-out peak, up to final_cap steps, and
-    # never fewer than the search fits' budget), or auto (heldout for images above
-    # fitness.AUTO_HELDOUT_ABOVE px or scored on a proxy, fixed otherwise and when final_iterations is given)
+    # never fewer than the search fits' budget), cap (final_cap steps), or auto (for images above
+    # fitness.AUTO_HELDOUT_ABOVE px or scored on a proxy: cap for a noiseless task, heldout for a noisy one;
+    # fixed otherwise and when final_iterations is given)
     final_stop: str = "auto"
     final_cap: int | None = None  # None: 10 x iterations
     # where fits run
@@ -153,9 +154,12 @@ class SearchConfig(FitConfig):
         if self.final_cap is not None:
             _count("--final-cap", self.final_cap, 1, MAX_ITERATIONS)
             if self.final_stop == "fixed":
-                raise UserError("--final-cap applies with --final-stop heldout or auto")
+                raise UserError("--final-cap applies with --final-stop heldout, cap or auto")
         if self.final_stop == "heldout" and self.final_iterations is not None:
             raise UserError("--final-stop heldout finds the final fits' steps itself; leave out --final-iterations")
+        if self.final_stop == "cap" and self.final_iterations is not None:
+            raise UserError("--final-stop cap trains the final fits --final-cap steps; give --final-cap, "
+                            "not --final-iterations")
         if self.early_stop is not None:
             _count("--early-stop", self.early_stop, 1, 1000)
         _probability("--cxpb", self.cxpb)
@@ -172,17 +176,21 @@ class SearchConfig(FitConfig):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.backend_options())
 
-    def final_stop_rule(self, image_size: tuple[int, int], whole_image: bool) -> str:
-        """``fixed`` or ``heldout``: ``final_stop`` resolved for an image of ``image_size`` (h, w) whose
-        candidates were fitted on the whole image (``whole_image``) or on a proxy."""
+    def final_stop_rule(self, image_size: tuple[int, int], whole_image: bool, noiseless: bool = False) -> str:
+        """``fixed``, ``heldout`` or ``cap``: ``final_stop`` resolved for an image of ``image_size`` (h, w)
+        whose candidates were fitted on the whole image (``whole_image``) or on a proxy, for a task whose
+        observation is ``noiseless`` (``Task.noiseless``) or not."""
         if self.final_stop != "auto":
             return self.final_stop
         if self.final_iterations is not None:
             return "fixed"
-        return "heldout" if not whole_image or max(image_size) > AUTO_HELDOUT_ABOVE else "fixed"
+        if whole_image and max(image_size) <= AUTO_HELDOUT_ABOVE:
+            return "fixed"
+        return "cap" if noiseless else "heldout"
 
-    def calibration_cap(self) -> int:
-        """The most steps of ``final_stop="heldout"``'s calibration fit: ``final_cap``, else 10 x iterations."""
+    def final_step_cap(self) -> int:
+        """The final fits' cap: the most steps of ``final_stop="heldout"``'s calibration fit, and the steps of
+        ``final_stop="cap"``: ``final_cap``, else 10 x iterations."""
         return self.final_cap or 10 * self.iterations
 
     def backend_options(self, evaluator: Evaluator | None = None) -> BackendOptions:

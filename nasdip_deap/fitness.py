@@ -134,9 +134,9 @@ def final_budget(record: dict | None, iterations: int, final_iterations: int | N
     return iterations, False
 
 
-FINAL_STOPS = ("auto", "fixed", "heldout")
-# "auto" calibrates the final fits of images larger than this (px, either side) or scored on a proxy:
-# the default step count was chosen at 64 px and falls far short of the peak at 128 px (docs/results.md)
+FINAL_STOPS = ("auto", "fixed", "heldout", "cap")
+# "auto" sets the final fits' length itself for images larger than this (px, either side) or scored on a
+# proxy: the default step count was chosen at 64 px and falls far short of the peak at 128 px (docs/results.md)
 AUTO_HELDOUT_ABOVE = 96
 PEAK_LOG_POINTS = 300  # log points of a calibration fit over its cap: the peak's step is known to cap/300
 PEAK_PATIENCE = 20  # log points without a new held-out best before the calibration fit stops
@@ -161,6 +161,19 @@ def calibrated_steps(peak_steps: int, iterations: int) -> int:
     ``iterations``, since a held-out curve that plateaus early (inpainting's) must not cut the final fits
     short of what the search scored."""
     return max(int(peak_steps), int(iterations))
+
+
+def stop_steps(rule: str, iterations: int, cap: int, peak_steps: int | None = None) -> int:
+    """The final fits' steps under a resolved ``final_stop`` rule other than ``fixed``: ``cap`` trains them
+    ``cap`` steps (a noiseless task, whose held-out pixels plateau long before a hole or the fine detail
+    is learnt); ``heldout`` the calibration fit's ``peak_steps``, never fewer than ``iterations``."""
+    if rule == "cap":
+        return int(cap)
+    if rule == "heldout":
+        if peak_steps is None:
+            raise ValueError("the heldout rule needs the calibration fit's peak")
+        return calibrated_steps(peak_steps, iterations)
+    raise ValueError(f"no step count for final_stop rule {rule!r}")
 
 
 def failure_kind(exc: BaseException) -> str:

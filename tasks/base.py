@@ -44,6 +44,10 @@ class Task:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     OPTIONS: ClassVar[tuple[Option, ...]] = ()
+    # True when the observation is the clean image through a known operator with no noise added (a mask, a
+    # downsampler): a fit has no noise to overfit, so its output keeps improving for thousands of steps and
+    # the final fits of a whole photo train to --final-cap instead of stopping at a held-out peak
+    noiseless: ClassVar[bool] = False
 
     def __init__(self, observation: torch.Tensor, clean: torch.Tensor | None = None,
                  observed_mask: torch.Tensor | None = None, options: dict | None = None):

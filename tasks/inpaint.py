@@ -31,6 +31,7 @@ class Inpaint(Task):
 
     name = "inpaint"
     summary = "fill in missing pixels given a mask (0 = missing, nonzero = known)"
+    noiseless = True
 
     OPTIONS = (
         Option("mask", None, "mask image of the same size as the image (cropped like it); 0 = missing pixel, any "

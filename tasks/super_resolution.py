@@ -50,6 +50,7 @@ class SuperResolution(Task):
 
     name = "super-resolution"
     summary = "upscale a low-resolution image by 2, 4 or 8 (antialiased bicubic downsampler in the loss)"
+    noiseless = True
 
     def __init__(self, observation, clean=None, observed_mask=None, options=None):
         super().__init__(observation, clean=clean, observed_mask=observed_mask, options=options)

@@ -15,6 +15,7 @@ from nasdip_deap.cli import main
 from nasdip_deap.compose import RestoreConfig, SearchConfig
 from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import heldout_peak
+from nasdip_deap.registry import TASKS
 
 
 def narrow_dip(levels: int = 2, channels: int = 8):
@@ -76,8 +77,9 @@ def test_a_fixed_search_says_so_in_best_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, needle", [
-    (["--final-stop", "fixed", "--final-cap", "50"], "--final-cap applies with --final-stop heldout or auto"),
+    (["--final-stop", "fixed", "--final-cap", "50"], "--final-cap applies with --final-stop heldout, cap or auto"),
     (["--final-stop", "heldout", "--final-iterations", "9"], "leave out --final-iterations"),
+    (["--final-stop", "cap", "--final-iterations", "9"], "give --final-cap, not --final-iterations"),
     (["--final-stop", "heldout", "--final-cap", "0"], "--final-cap must be a whole number"),
 ])
 def test_misuse_is_one_line(argv, needle, tmp_path, capsys):
@@ -88,7 +90,7 @@ def test_misuse_is_one_line(argv, needle, tmp_path, capsys):
 
 
 def test_the_api_takes_it_too():
-    with pytest.raises(UserError, match="--final-stop must be one of auto, fixed, heldout"):
+    with pytest.raises(UserError, match="--final-stop must be one of auto, fixed, heldout, cap"):
         SearchConfig(final_stop="peak")
     task = denoise_at(16)
     result = nd.search(task, levels=2, population=2, generations=0, iterations=6, device="cpu",
@@ -97,16 +99,38 @@ def test_the_api_takes_it_too():
     assert exact and steps == max(result.final_stop["steps"], 6) and result.restore(ensemble=1).iterations == steps
 
 
-@pytest.mark.parametrize("size, whole_image, options, rule", [
-    ((64, 64), True, {}, "fixed"),  # the size the default step count was chosen at
-    ((64, 128), True, {}, "heldout"),  # larger images peak later
-    ((64, 64), False, {}, "heldout"),  # candidates scored on a proxy: its step count is not the image's
-    ((128, 128), True, {"final_iterations": 9}, "fixed"),  # a count the user gave wins
-    ((128, 128), True, {"final_stop": "fixed"}, "fixed"),
-    ((16, 16), True, {"final_stop": "heldout"}, "heldout"),
+@pytest.mark.parametrize("size, whole_image, noiseless, options, rule", [
+    ((64, 64), True, False, {}, "fixed"),  # the size the default step count was chosen at
+    ((64, 64), True, True, {}, "fixed"),
+    ((64, 128), True, False, {}, "heldout"),  # larger images peak later
+    ((64, 128), True, True, {}, "cap"),  # ... and without noise they keep improving to the cap
+    ((64, 64), False, False, {}, "heldout"),  # candidates scored on a proxy: its step count is not the image's
+    ((64, 64), False, True, {}, "cap"),
+    ((128, 128), True, True, {"final_iterations": 9}, "fixed"),  # a count the user gave wins
+    ((128, 128), True, False, {"final_stop": "fixed"}, "fixed"),
+    ((128, 128), True, True, {"final_stop": "heldout"}, "heldout"),
+    ((16, 16), True, False, {"final_stop": "heldout"}, "heldout"),
+    ((16, 16), True, False, {"final_stop": "cap"}, "cap"),
 ])
-def test_auto_calibrates_large_images_and_proxies(size, whole_image, options, rule):
-    assert SearchConfig(**options).final_stop_rule(size, whole_image) == rule
+def test_auto_calibrates_large_images_and_proxies(size, whole_image, noiseless, options, rule):
+    assert SearchConfig(**options).final_stop_rule(size, whole_image, noiseless) == rule
+
+
+def test_the_tasks_say_whether_their_observation_is_noiseless():
+    assert [TASKS.get(name).noiseless for name in ("denoise", "inpaint", "super-resolution")] == [False, True, True]
+
+
+def test_a_noiseless_search_trains_its_final_fits_to_the_cap(tmp_path, capsys):
+    # named here: on a 16 px crop, auto would keep the fixed count
+    out = tmp_path / "run"
+    code = main(["search", "--task", "inpaint", "--mask-ratio", "0.3", "--crop", "16", "--levels", "2",
+                 "--population", "2", "--generations", "0", "--iterations", "6", "--final-stop", "cap",
+                 "--final-cap", "15", "--search-fits", "0", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    best = json.loads((out / "best.json").read_text())
+    assert best["final_stop"] == {"rule": "cap", "steps": 15}
+    assert best["compute"]["calibration_iterations"] == 0  # no calibration fit
+    assert all(m["iterations"] == 15 for m in best["final"]["members"])
 
 
 def test_auto_on_a_small_image_trains_the_fixed_count():
