@@ -61,9 +61,17 @@ def architectures(task: str, folder: str | None) -> dict:
     return out
 
 
+def product_rule(task: str, size: int, fixed: int, cap: int) -> str:
+    """The rule the product's default (``--final-stop auto``) applies to a whole image of ``size`` px."""
+    return SearchConfig(iterations=fixed, final_cap=cap).final_stop_rule((size, size), True, TASKS.get(task).noiseless)
+
+
 def cell(arch, task, runner, args) -> dict:
     started = time.perf_counter()
-    rule = heldout_peak(arch, task, runner, args.cap, SearchConfig().holdout, args.seed)
+    if args.calibrate == "needed" and product_rule(task.name, args.size, args.fixed, args.cap) != "heldout":
+        rule = {"steps": None, "calibration_iterations": 0, "seconds": 0.0}  # the product's rule fits none
+    else:
+        rule = heldout_peak(arch, task, runner, args.cap, SearchConfig().holdout, args.seed)
     reference = runner.fit(arch, task, args.cap, seed=fit_seed(args.seed, arch),
                            log_every=max(1, args.cap // PEAK_LOG_POINTS))
     curve = dict(reference.psnr_history)
@@ -72,7 +80,8 @@ def cell(arch, task, runner, args) -> dict:
     def at(step: int) -> float:  # the log point at or before ``step``
         return curve[max(s for s in curve if s <= max(step, min(curve)))]
 
-    return {"rule_steps": rule["steps"], "rule_psnr": at(rule["steps"]), "oracle_steps": oracle_step,
+    return {"rule_steps": rule["steps"], "rule_psnr": None if rule["steps"] is None else at(rule["steps"]),
+            "oracle_steps": oracle_step,
             "oracle_psnr": curve[oracle_step], "fixed_steps": args.fixed, "fixed_psnr": at(args.fixed),
             "cap_psnr": at(args.cap), "calibration_iterations": rule["calibration_iterations"],
             "calibration_seconds": rule["seconds"], "reference_seconds": reference.seconds,
@@ -96,9 +105,10 @@ def run(args) -> list[dict]:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps({"cells": done}, indent=1))
                 c = done[-1]
-                print(f"{photo} {task_name} {label}: rule {c['rule_steps']} steps {c['rule_psnr']:.2f} dB, oracle "
-                      f"{c['oracle_steps']} {c['oracle_psnr']:.2f}, fixed {c['fixed_steps']} {c['fixed_psnr']:.2f} "
-                      f"({c['seconds']:.0f} s)", flush=True)
+                rule, step, psnr = product_steps(c)
+                print(f"{photo} {task_name} {label}: held-out peak {c['rule_steps']}, product {rule} {step} steps "
+                      f"{psnr:.2f} dB, oracle {c['oracle_steps']} {c['oracle_psnr']:.2f}, fixed {c['fixed_steps']} "
+                      f"{c['fixed_psnr']:.2f} ({c['seconds']:.0f} s)", flush=True)
     return done
 
 
@@ -106,12 +116,11 @@ def product_steps(c: dict) -> tuple[str, int, float | None]:
     """(rule, step, dB) of what the product's final fits train on this cell (``SearchConfig.final_stop_rule``
     for its size and task, then ``fitness.stop_steps``), read from the same reference fit; dB is None for a
     cell of an older version of this script that did not record the PSNR at the cap."""
-    rule = SearchConfig(iterations=c["fixed_steps"], final_cap=c["cap"]).final_stop_rule(
-        (c["size"], c["size"]), True, TASKS.get(c["task"]).noiseless)
+    rule = product_rule(c["task"], c["size"], c["fixed_steps"], c["cap"])
     if rule == "fixed":
         return rule, c["fixed_steps"], c["fixed_psnr"]
     step = stop_steps(rule, c["fixed_steps"], c["cap"], c["rule_steps"])
-    psnr = {c["rule_steps"]: c["rule_psnr"], c["fixed_steps"]: c["fixed_psnr"], c["cap"]: c.get("cap_psnr")}[step]
+    psnr = c.get("cap_psnr") if rule == "cap" else c["rule_psnr"] if step == c["rule_steps"] else c["fixed_psnr"]
     return rule, step, psnr
 
 
@@ -122,15 +131,16 @@ def table(cells: list[dict]) -> str:
     for c in cells:
         rule, step, psnr = product_steps(c)
         product = f"{rule}, {step}, {psnr:.2f} | {psnr - c['oracle_psnr']:+.2f}" if psnr is not None else f"{rule}, {step}, — | —"
+        heldout = ("not fitted | —" if c["rule_steps"] is None else
+                   f"{c['rule_steps']}, {c['rule_psnr']:.2f} | {c['rule_psnr'] - c['oracle_psnr']:+.2f}")
         seconds = (f"{c['calibration_seconds']:.0f} + {c['reference_seconds']:.0f}" if "reference_seconds" in c
                    else f"{c['seconds']:.0f}")
         lines.append(f"| {c['photo']} | {c['task']} | {c['architecture']} | {c['size']} | {c.get('precision', 'fp32')} | "
-                     f"{c['oracle_steps']}, {c['oracle_psnr']:.2f} | {c['rule_steps']}, {c['rule_psnr']:.2f} | "
-                     f"{c['rule_psnr'] - c['oracle_psnr']:+.2f} | {product} | "
+                     f"{c['oracle_steps']}, {c['oracle_psnr']:.2f} | {heldout} | {product} | "
                      f"{c['fixed_steps']}, {c['fixed_psnr']:.2f} | {c['fixed_psnr'] - c['oracle_psnr']:+.2f} | {seconds} |")
     if cells:
         products = [(c, product_steps(c)[2]) for c in cells]
-        gaps = {"held-out peak": [c["rule_psnr"] - c["oracle_psnr"] for c in cells],
+        gaps = {"held-out peak": [c["rule_psnr"] - c["oracle_psnr"] for c in cells if c["rule_psnr"] is not None],
                 "product": [psnr - c["oracle_psnr"] for c, psnr in products if psnr is not None],
                 "fixed": [c["fixed_psnr"] - c["oracle_psnr"] for c in cells]}
         lines += ["", "; ".join(f"{name} - oracle: mean {statistics.fmean(g):+.2f} dB, worst {min(g):+.2f}, "
@@ -147,6 +157,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cap", type=positive_int, default=3000, help="steps of the reference fit and the rule's cap")
     parser.add_argument("--fixed", type=positive_int, default=SearchConfig().iterations,
                         help="today's fixed count, for the comparison (default: the default --iterations)")
+    parser.add_argument("--calibrate", choices=("all", "needed"), default="all",
+                        help="all: a calibration fit in every cell (the held-out column); needed: only where the "
+                             "product's rule uses one (denoising), to save a long fit per noiseless cell")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", choices=PRECISIONS, default=RestoreConfig().precision,
