@@ -285,17 +285,39 @@ def serial_run(tmp_path_factory):
     return out
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds of a live process (``/proc/PID/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_busy(pid: int, proc, deadline: float, window: float = 0.2) -> None:
+    """Return once ``pid`` spends at least a quarter of a ``window`` on the CPU (it is fitting, not waiting
+    for work), or when ``proc`` ends or the deadline passes."""
+    while proc.poll() is None and time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        time.sleep(window)
+        if cpu_seconds(pid) - before >= window / 4:
+            return
+
+
 def launch_and_kill_one_worker(cmd: list[str], out: Path, is_victim, timeout: float = 900) -> tuple[str, int]:
-    """Start ``cmd``; when a victim worker (``is_victim(record)``) has delivered a fit, SIGKILL it, which
-    then is (almost surely) in the middle of its next fit. Returns (output, killed pid)."""
+    """Start ``cmd``; when a victim worker (``is_victim(record)``) has delivered a fit and is busy with its
+    next one, SIGKILL it. Returns (output, killed pid).
+
+    Busy, not merely alive: SCOOP 0.7.2's broker dies when it hands a task to a worker that was killed
+    while waiting for one (a send to a vanished peer on a ROUTER_MANDATORY socket), and the run then waits
+    forever; on a loaded 2-core machine the worker was often idle right after its first fit."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     victim = None
     try:
         deadline = time.monotonic() + timeout
         while victim is None and proc.poll() is None and time.monotonic() < deadline:
             victim = next((r["pid"] for r in read_jsonl_safely(out / "evaluations.jsonl") if is_victim(r)), None)
-            time.sleep(0.02)  # a tiny fit takes a few tenths of a second: kill the victim inside its next one
+            time.sleep(0.02)
         assert victim is not None, "no fit came back from a worker that could be killed"
+        wait_until_busy(victim, proc, deadline)
+        assert proc.poll() is None, "the run ended before its victim worker was busy again"
         os.kill(victim, signal.SIGKILL)
         output, _ = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
     finally:
