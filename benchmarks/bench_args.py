@@ -25,3 +25,13 @@ def non_negative_int(text: str) -> int:
 def int_at_least(minimum: int):
     """An argparse type: a whole number >= ``minimum``."""
     return lambda text: _int_at_least(text, minimum)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
