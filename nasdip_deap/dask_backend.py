@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from .backends import BACKENDS, Backend, BackendOptions, WorkerLost, check_worker_count
 from .errors import UserError
-from .workers import _ThisProcess, _parent_of, start_worker
+from .workers import _ThisProcess, _parent_of, proc_stat, start_worker
 
 log = logging.getLogger("nasdip")
 
@@ -457,7 +457,5 @@ def _kill_leftovers(pids: set[int], grace: float = 5.0) -> None:
 
 
 def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+    fields = proc_stat(pid)
+    return not fields or fields[0] == "Z"  # a process gone counts as dead too

@@ -164,10 +164,21 @@ def die_with_parent(parent: int | None = None) -> bool:
     return os.getppid() == parent if parent is not None else os.getppid() != 1
 
 
-def _parent_of(pid: int) -> int | None:
+def proc_stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the parent's pid, ...;
+    field N of proc(5) is item N - 3), or None when the process is gone or this is not Linux. The name is
+    cut at its last ')' because a command name may hold spaces and brackets."""
     try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _parent_of(pid: int) -> int | None:
+    fields = proc_stat(pid)
+    try:
+        return int(fields[1]) if fields else None
+    except (ValueError, IndexError):
         return None
 
 

@@ -17,7 +17,7 @@ from nasdip_deap import backends, workers
 from nasdip_deap.backends import BackendOptions, ProcessBackend, WorkerLost, check_backend
 from nasdip_deap.errors import UserError
 from nasdip_deap.fitness import Evaluator
-from nasdip_deap.workers import bind_gpu, torch_threads
+from nasdip_deap.workers import bind_gpu, proc_stat, torch_threads
 from tests import backend_helpers as helpers
 from tests.conftest import REPO, run_cli, run_main
 from tests.helpers import evaluator_for, read_jsonl_safely, tiny_search as build_tiny
@@ -287,7 +287,9 @@ def serial_run(tmp_path_factory):
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU seconds of a live process (``/proc/PID/stat``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = proc_stat(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

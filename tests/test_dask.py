@@ -22,6 +22,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is not i
 
 from nasdip_deap.backends import BACKENDS, Backend, BackendOptions, check_backend, make_backend  # noqa: E402
 from nasdip_deap.dask_backend import DaskBackend  # noqa: E402
+from nasdip_deap.workers import proc_stat  # noqa: E402
 from tests import backend_helpers as helpers  # noqa: E402
 from tests.conftest import REPO, run_main  # noqa: E402
 from tests.helpers import TINY_SEARCH  # noqa: E402
@@ -51,21 +52,17 @@ def assert_every_individual_fitted(out: Path) -> list[dict]:
 
 def alive(pid: int) -> bool:
     """A process that runs (a zombie waiting for its parent to reap it has ended)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def descendants(pid: int) -> set[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(parent, []).append(int(entry.name))
+            fields = proc_stat(entry.name)
+            if fields:
+                children.setdefault(int(fields[1]), []).append(int(entry.name))
     found, todo = set(), [pid]
     while todo:
         for child in children.get(todo.pop(), []):

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from nasdip_deap import memory
+from nasdip_deap.workers import proc_stat
 from nasdip_deap.runfolder import LOCK_NAME, RunLock
 
 from .conftest import REPO, run_main
@@ -123,21 +124,15 @@ def children_of(pid: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
+            fields = proc_stat(entry.name)
+            if fields and int(fields[1]) == pid:
                 found.add(int(entry.name))
     return found
 
 
 def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "6",
@@ -348,11 +343,8 @@ def session_members(sid: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[3]) == sid and fields[0] != "Z":
+            fields = proc_stat(entry.name)
+            if fields and int(fields[3]) == sid and fields[0] != "Z":
                 found.add(int(entry.name))
     return found
 
