@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 from .backends import BACKENDS, Backend, BackendOptions, WorkerLost, check_worker_count
 from .errors import UserError
-from .workers import _ThisProcess, _parent_of, proc_stat, start_worker
+from .workers import _ThisProcess, _parent_of, running, start_worker
 
 log = logging.getLogger("nasdip")
 
@@ -449,13 +449,8 @@ def _kill_leftovers(pids: set[int], grace: float = 5.0) -> None:
     deadline = time.monotonic() + grace
     mine = {pid for pid in pids if _parent_of(pid) == os.getpid()}
     while mine and time.monotonic() < deadline:
-        mine = {pid for pid in mine if _parent_of(pid) == os.getpid() and not _zombie(pid)}
+        mine = {pid for pid in mine if _parent_of(pid) == os.getpid() and running(pid)}
         time.sleep(0.1)
     for pid in mine:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-
-
-def _zombie(pid: int) -> bool:
-    fields = proc_stat(pid)
-    return not fields or fields[0] == "Z"  # a process gone counts as dead too

@@ -174,6 +174,12 @@ def proc_stat(pid: int | str) -> list[str] | None:
         return None
 
 
+def running(pid: int) -> bool:
+    """Whether ``pid`` still runs: a process gone, or a zombie waiting for its parent to reap it, has ended."""
+    fields = proc_stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def _parent_of(pid: int) -> int | None:
     fields = proc_stat(pid)
     try:

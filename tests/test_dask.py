@@ -22,7 +22,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is not i
 
 from nasdip_deap.backends import BACKENDS, Backend, BackendOptions, check_backend, make_backend  # noqa: E402
 from nasdip_deap.dask_backend import DaskBackend  # noqa: E402
-from nasdip_deap.workers import proc_stat  # noqa: E402
+from nasdip_deap.workers import proc_stat, running as alive  # noqa: E402
 from tests import backend_helpers as helpers  # noqa: E402
 from tests.conftest import REPO, run_main  # noqa: E402
 from tests.helpers import TINY_SEARCH  # noqa: E402
@@ -48,12 +48,6 @@ def assert_every_individual_fitted(out: Path) -> list[dict]:
     assert all(row["fits"] + row["cache_hits"] + row["duplicates"] == row["nevals"] for row in logbook)
     assert all(r["error"] is None for r in records) and not (out / "errors.jsonl").exists()
     return records
-
-
-def alive(pid: int) -> bool:
-    """A process that runs (a zombie waiting for its parent to reap it has ended)."""
-    fields = proc_stat(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 def descendants(pid: int) -> set[int]:

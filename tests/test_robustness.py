@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from nasdip_deap import memory
-from nasdip_deap.workers import proc_stat
 from nasdip_deap.runfolder import LOCK_NAME, RunLock
+from nasdip_deap.workers import proc_stat, running as alive
 
 from .conftest import REPO, run_main
 from .helpers import read_jsonl_safely
@@ -128,11 +128,6 @@ def children_of(pid: int) -> set[int]:
             if fields and int(fields[1]) == pid:
                 found.add(int(entry.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    fields = proc_stat(pid)
-    return bool(fields) and fields[0] != "Z"
 
 
 SLOW = ["search", "--crop", "32", "--levels", "3", "--population", "4", "--generations", "1", "--iterations", "6",
