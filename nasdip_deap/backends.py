@@ -407,20 +407,17 @@ class ProcessBackend(Backend):
         for slot in self._slots:
             with contextlib.suppress(OSError, ValueError):
                 slot.process.terminate()
-        deadline = time.monotonic() + 5
-        for slot in self._slots:
-            slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
-            if slot.process.is_alive():
-                slot.process.kill()
-                slot.process.join(timeout=5)
-            with contextlib.suppress(OSError):
-                slot.conn.close()
+        self._reap()
 
     def close(self) -> None:
         """Stop every worker (politely, then by force)."""
         for slot in self._slots:
             with contextlib.suppress(OSError, ValueError):
                 slot.conn.send(None)
+        self._reap()
+
+    def _reap(self) -> None:
+        """Wait up to 5 s for the workers told to stop, kill the ones still running, close every pipe."""
         deadline = time.monotonic() + 5
         for slot in self._slots:
             slot.process.join(timeout=max(0.0, deadline - time.monotonic()))
