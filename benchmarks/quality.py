@@ -3,7 +3,8 @@
 For each task (denoise sigma 25, inpaint with the image's mask or a text mask, super-resolution x4)
 and each image: classical DIP with the reference settings for the task (one fit, over ``--seeds``
 seeds), classical DIP at equal compute (the average of K fits, K = the search's DIP work over the
-per-fit budget) and at equal wall time, random search (the same fits and final restoration), and the
+per-fit budget) and at equal wall time, random search (as many fits as the same seed's search, the same
+final restoration), and the
 search with **blind** fitness (no ground truth used), each search column over ``--search-seeds`` whole
 searches restored as the product restores (mean +- std); optionally the same search with reference
 fitness shows what the blind fitness leaves on the table. A paired test over cells closes the table.
@@ -55,25 +56,33 @@ def modes(args) -> list[str]:
     return ["blind"] + (["random"] if args.random else []) + (["reference"] if args.also_reference else [])
 
 
-def search_settings(args, part: str, seed: int) -> dict:
+def parts(args) -> list[str]:
+    """The units a cell runs as: random search runs inside the blind part, which knows its fits."""
+    return ["classical"] + [m for m in modes(args) if m != "random"]
+
+
+def search_settings(args, part: str, seed: int, fits: int | None = None) -> dict:
     settings = dict(population=args.population, generations=args.generations, iterations=args.iterations,
                     fitness="reference" if part == "reference" else "blind", seed=seed, device=args.device,
                     levels=args.levels, fidelity=args.fidelity, early_stop=args.early_stop,
                     evolve_iterations=args.evolve_iterations, init_spread=args.init_spread, finalists=args.finalists,
                     finalist_repeats=args.finalist_repeats, proxy="none", final_iterations=args.final_iterations)
-    if part == "random":  # the same population and generations: the same fits, the same final restoration
+    if part == "random":  # the same final restoration
         settings["algorithm"] = "random"
+        if fits is not None:  # as many fits as the search made: its duplicates and cache hits cost none
+            settings.update(population=fits, generations=0)
     return settings
 
 
-def searched_column(task, part: str, args) -> dict:
+def searched_column(task, part: str, args, fits: list[int] | None = None) -> dict:
     """``--search-seeds`` whole searches, each followed by the restoration the product makes (its final fits
-    and the search fits averaged in): PSNR mean +- std over the search seeds, and what they spent."""
+    and the search fits averaged in): PSNR mean +- std over the search seeds, and what they spent. ``fits``:
+    random search's fits for each seed (one generation of that many genomes)."""
     h, w = task.output_size
     runs = []
     for i in range(args.search_seeds):
         started = time.perf_counter()
-        found = nasdip_deap.search(task, **search_settings(args, part, args.seed + i))
+        found = nasdip_deap.search(task, **search_settings(args, part, args.seed + i, fits[i] if fits else None))
         restoration = found.restore()
         runs.append((found, restoration, time.perf_counter() - started))
     first, first_restoration, _ = runs[0]
@@ -83,6 +92,7 @@ def searched_column(task, part: str, args) -> dict:
             "ssim": statistics.mean(rest.metrics["ssim"] for _, rest, _ in runs),
             "runs": [rest.metrics for _, rest, _ in runs], "seeds": len(runs),
             "architecture": first.best.summary(), "fits": round(statistics.mean(r.totals.fits for r, _, _ in runs)),
+            "fits_seeds": [r.totals.fits for r, _, _ in runs],
             "iterations": round(statistics.mean(r.totals.iterations for r, _, _ in runs)),
             "pixel_steps": round(statistics.mean(r.totals.pixel_steps for r, _, _ in runs)),
             "work": statistics.mean(work), "search_seconds": statistics.mean(sec for _, _, sec in runs),
@@ -93,7 +103,7 @@ def searched_column(task, part: str, args) -> dict:
 def run_part(task_name: str, image: str, part: str, args) -> dict:
     """One column of one row: ``classical`` single fits, or a ``blind`` / ``random`` / ``reference`` search
     column over the search seeds; the blind and reference columns carry classical DIP at equal compute and
-    at equal wall time."""
+    at equal wall time, and the blind part runs the random column after it, with its seeds' fits."""
     torch.set_num_threads(args.threads)
     task = make_task(task_name, image, args.size, args.seed)
     started = time.perf_counter()
@@ -112,7 +122,12 @@ def run_part(task_name: str, image: str, part: str, args) -> dict:
             result.update(equal_columns(outputs + more, seconds + spent, k, k_time, budget,
                                         lambda image: task.quality(image, task.clean)))
     result["seconds"] = time.perf_counter() - started
-    return {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
+    row = {"image": Path(image).name, "task": task_name, "size": list(task.output_size), part: result}
+    if part == "blind" and args.random:
+        started = time.perf_counter()
+        row["random"] = searched_column(task, "random", args, fits=result["fits_seeds"])
+        row["random"]["seconds"] = time.perf_counter() - started
+    return row
 
 
 def candidate_summary(run) -> dict:
@@ -139,7 +154,7 @@ def candidate_summary(run) -> dict:
 def run_cell(task_name: str, image: str, args) -> dict:
     """A whole row, in this process."""
     row: dict = {}
-    for part in ["classical"] + modes(args):
+    for part in parts(args):
         row.update(run_part(task_name, image, part, args))
     return row
 
@@ -266,7 +281,7 @@ def main(argv=None) -> list[dict]:
     args = parse_args(argv)
     cells = args.cells if args.cells else \
         [(task_name, image) for image in args.images or default_images() for task_name in args.tasks]
-    units = [(i, part) for part in ["classical"] + modes(args) for i in range(len(cells))]
+    units = [(i, part) for part in parts(args) for i in range(len(cells))]
     out = Path(args.out)
     rows: dict[int, dict] = {}
 

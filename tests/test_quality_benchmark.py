@@ -26,8 +26,8 @@ def test_quality_table_on_a_tiny_image(quality, tmp_path, write_png, tiny_image)
             assert row[column]["seeds"] == len(row[column]["runs"]) == 2 and row[column]["psnr"] > 0
             assert row[column]["psnr_std"] >= 0
         assert row["blind"]["fits"] >= 1 and row["blind"]["iterations"] >= 4
-        # random search: the same population and generations, so about the same fits as the search
-        assert abs(row["random"]["fits"] - row["blind"]["fits"]) <= 1
+        # random search: as many fits as the same seed's search
+        assert row["random"]["fits_seeds"] == row["blind"]["fits_seeds"] and len(row["blind"]["fits_seeds"]) == 2
         candidates = row["blind"]["candidates"]
         assert candidates["count"] >= 2 and candidates["best_psnr"] >= candidates["chosen_psnr"]
         assert candidates["classical_psnr"] is not None  # classical DIP seeds every search
@@ -50,6 +50,9 @@ def test_the_columns_search_alike_but_for_what_they_vary(quality):
     assert quality.modes(args) == ["blind", "random", "reference"]
     blind, rnd, ref = (quality.search_settings(args, part, 7) for part in quality.modes(args))
     assert rnd == {**blind, "algorithm": "random"} and ref == {**blind, "fitness": "reference"}
+    # with the search's fit count: one generation of that many genomes
+    assert quality.search_settings(args, "random", 7, fits=13) == {**rnd, "population": 13, "generations": 0}
+    assert quality.parts(args) == ["classical", "blind", "reference"]
     assert blind["fitness"] == "blind" and blind["seed"] == 7 and blind["population"] == 5
     assert quality.modes(quality.parse_args(["--no-random"])) == ["blind"]
 
