@@ -36,7 +36,7 @@ import torch
 import nasdip_deap
 from bench_args import non_negative_int, positive_int
 from bench_problems import TASK_NAMES, classical_for, default_images, make_task, parse_cell
-from columns import classical_outputs, equal_columns, paired, work_of
+from columns import classical_outputs, equal_columns, paired, random_search, work_of
 from nasdip_deap.compose import RestoreConfig
 from nasdip_deap.restoration import restore
 
@@ -69,8 +69,8 @@ def search_settings(args, part: str, seed: int, fits: int | None = None) -> dict
                     finalist_repeats=args.finalist_repeats, proxy="none", final_iterations=args.final_iterations)
     if part == "random":  # the same final restoration
         settings["algorithm"] = "random"
-        if fits is not None:  # as many fits as the search made: its duplicates and cache hits cost none
-            settings.update(population=fits, generations=0)
+        if fits is not None:  # as many fits as the search made
+            settings.update(random_search(fits))
     return settings
 
 

@@ -31,7 +31,7 @@ import torch
 
 import nasdip_deap
 from bench_args import positive_int
-from columns import classical_outputs, equal_columns, paired, work_of
+from columns import classical_outputs, equal_columns, paired, random_search, work_of
 from nasdip_deap import classical_dip
 from nasdip_deap.errors import UserError
 from nasdip_deap.image_io import center_crop, load_image, to_uint8
@@ -161,12 +161,8 @@ def run_image(name: str, args, deadline: float | None = None) -> dict | None:
     settings = search_settings(args)
     seeds = [args.seed + i for i in range(args.search_seeds)]
     searches = [restored_by(task, {**settings, "seed": seed}) for seed in seeds]
-    # Random search gets as many fits as the same seed's search made: classical DIP and fits - 1 random
-    # genomes in one generation. The same population and generations would give it more fits, since the
-    # search's duplicates and cache hits cost no fit (30 fits against 21-22 with the defaults).
-    randoms = [restored_by(task, {**settings, "seed": seed, "algorithm": "random", "population": result.totals.fits,
-                                  "generations": 0}) for seed, (result, _, _) in zip(seeds, searches)] \
-        if args.random else []
+    randoms = [restored_by(task, {**settings, "seed": seed, **random_search(result.totals.fits)})
+               for seed, (result, _, _) in zip(seeds, searches)] if args.random else []
     searched = searched_column(searches, clean, h, w)
     k = max(1, round(searched["iterations"] / args.iterations))
     runner = searches[0][0].search.evaluator.runner
