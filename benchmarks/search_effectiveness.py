@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_args import positive_int
+from bench_args import non_negative_float, positive_int
 from recorded import FOLDER, PROBLEMS, load
 from surrogate import Surrogate, SurrogateEvaluator
 from nasdip_deap.compose import SearchConfig, build_search, make_algorithm
@@ -207,8 +207,9 @@ def figures(summary: dict, folder: Path) -> list[Path]:
     return [path]
 
 
-def evaluator_for(problem, real: bool, folder):
-    """The fitness strategy of a problem: the recorded table and its surrogate, or real fits."""
+def evaluator_for(problem, real: bool, folder, noise: float = 0.0):
+    """The fitness strategy of a problem: the recorded table and its surrogate (with ``noise`` > 0: the
+    surrogate's level of every architecture plus that much Gaussian noise a fit, dB), or real fits."""
     if real:
         return Evaluator
     entries = load(problem.name, folder)
@@ -216,7 +217,7 @@ def evaluator_for(problem, real: bool, folder):
         raise UserError(f"recorded problem {problem.name!r} has {len(entries)} entries; build it first "
                         f"(python benchmarks/build_recorded.py)")
     spec = problem.evaluator().spec
-    return functools.partial(SurrogateEvaluator, table=entries, surrogate=Surrogate(spec).fit(entries))
+    return functools.partial(SurrogateEvaluator, table=entries, surrogate=Surrogate(spec).fit(entries), noise=noise)
 
 
 def run(args) -> list[dict]:
@@ -235,7 +236,8 @@ def run(args) -> list[dict]:
 def _run(args) -> list[dict]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mode = "real fits" if args.real else "recorded table + surrogate"
+    mode = "real fits" if args.real else ("recorded table + surrogate" if not args.fit_noise else
+                                          f"surrogate + {args.fit_noise:g} dB fit noise")
     summaries, tables = [], []
     for name in args.problems:
         problem = PROBLEMS[name]
@@ -243,7 +245,7 @@ def _run(args) -> list[dict]:
             # the same photo and per-fit budget, cropped larger: nothing is recorded at that size
             stem = name.removesuffix(f"-{problem.size}")
             problem = dataclasses.replace(problem, size=args.size, name=f"{stem}-{args.size}")
-        evaluator_class = evaluator_for(problem, args.real, args.folder)
+        evaluator_class = evaluator_for(problem, args.real, args.folder, args.fit_noise)
         recorded_fitness = ([e["fitness"][0] for e in load(name, args.folder)] or None
                             if problem.name == name else None)
         runs = []
@@ -316,11 +318,16 @@ def main(argv=None) -> int:
     parser.add_argument("--real", action="store_true", help="real DIP fits at the problem's settings")
     parser.add_argument("--size", type=positive_int, help="with --real: crop the problem's photo to SIZE px "
                         "(the same per-fit budget; targets from the run's own fits)")
+    parser.add_argument("--fit-noise", type=non_negative_float, default=0.0, metavar="DB",
+                        help="score every architecture at the surrogate's level plus Gaussian noise of this "
+                        "std a fit, as a real fit's blind score varies (default 0: the recorded table)")
     parser.add_argument("--out", default="runs/effectiveness", help="folder of table.md, summary.json, figures")
     parser.add_argument("--folder", default=str(FOLDER), help="the recorded problems' files (default benchmarks/recorded)")
     parser.add_argument("--import", dest="modules", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (a file of your own operators or algorithms that registers them)")
     args = parser.parse_args(argv)
+    if args.fit_noise and args.real:
+        parser.error("--fit-noise models real fits' noise on the surrogate; real fits have their own")
     if args.size is not None and not args.real:
         parser.error("--size needs --real: the recorded problems hold one crop size each")
     for module in args.modules:

@@ -124,16 +124,33 @@ class SurrogateEvaluator(Evaluator):
     surrogate's prediction (marked ``"surrogate": true``). Everything else (cache keys, the search loop's
     bookkeeping, hooks) is the real evaluator's, so algorithms and operators run on it unchanged."""
 
-    def __init__(self, *args, table: list[dict], surrogate: Surrogate | None = None, **kwargs):
+    def __init__(self, *args, table: list[dict], surrogate: Surrogate | None = None, noise: float = 0.0,
+                 **kwargs):
+        if not (isinstance(noise, (int, float)) and 0 <= noise < math.inf):
+            raise UserError(f"fit noise must be a number of dB >= 0, got {noise!r}")
+        if noise and surrogate is None:
+            raise UserError("fit noise needs a surrogate: it is added to the surrogate's level of every architecture")
         super().__init__(*args, **kwargs)
         self.table = {e["key"]: e for e in table}
         self.surrogate = surrogate
         self.mean_seconds = statistics.fmean(e["seconds"] for e in table) if table else 0.0
+        # a real fit's blind score is its architecture's level plus the fit's own noise (initialisation,
+        # held-out draw); a table lookup repeats one draw forever and a prediction has none, which lets a
+        # search exploit differences no real fit would show
+        self.noise = float(noise)
 
     def record(self, bits, iterations=None, reference_curve=None, curve_margin=1.0, replicate=0, curve_warmup=0.25):
         rec, arch = self._start_record(bits, None, replicate)
         known = self.table.get(arch.key())
-        if known is not None:
+        if self.noise:
+            # every architecture at the surrogate's level (a recorded value holds one draw of noise already)
+            # plus a draw of its own, seeded by the fit's seed: the same search repeats, another seed differs
+            predicted = self.surrogate.predict_all([bits])
+            quality = float(predicted["fitness"][0]) + float(np.random.default_rng(rec["seed"]).normal(0.0, self.noise))
+            psnr = float(predicted["psnr"][0]) if "psnr" in predicted else None
+            seconds, parameters = ((known["seconds"], known["parameters"]) if known is not None
+                                   else (self.mean_seconds, None))
+        elif known is not None:
             quality, psnr, seconds, parameters = (known["fitness"][0], known["metrics"].get("psnr"),
                                                   known["seconds"], known["parameters"])
         elif self.surrogate is not None:
@@ -151,7 +168,7 @@ class SurrogateEvaluator(Evaluator):
                    parameters=parameters, iterations=self.iterations_for(arch), seconds=seconds,
                    device="surrogate", precision=self.runner.options.precision, error=None, failure=None,
                    stopped_early=False, best_step=None, curve=[], pixel_steps=0, duration=0.0,
-                   surrogate=known is None)
+                   surrogate=known is None or bool(self.noise))
         return rec
 
 

@@ -58,6 +58,18 @@ def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
     assert json.loads((tmp_path / "out" / "table.json").read_text())["rows"] == rows
 
 
+def test_the_random_column_samples_uniformly_whatever_start_the_search_has(standard):
+    """--search init_spread=P starts the search from mutants of classical DIP; random search stays uniform."""
+    from nasdip_deap.compose import SearchConfig
+
+    columns = __import__("columns")
+    settings = {**standard.search_settings(standard.parse_args(["--search", "init_spread=0.05"])),
+                **columns.random_search(7)}
+    config = SearchConfig(**settings)
+    assert config.init_spread is None and config.algorithm == "random"
+    assert (config.population, config.generations) == (7, 0)
+
+
 def test_published_figures_are_read_from_the_data_readme(standard, shared_data):
     figures = standard.published(shared_data / "README.md")
     assert figures["F16"] == {"dip": 33.69, "cbm3d": 32.67} and len(figures) == 9

@@ -80,6 +80,35 @@ def test_any_algorithm_runs_on_the_surrogate_through_the_normal_loop(table):
         assert search.best() is not None
 
 
+def test_fit_noise_scores_every_architecture_at_the_surrogate_level_plus_a_seeded_draw(table):
+    """With noise, a recorded architecture is scored like any other (the surrogate's level plus its fit's own
+    draw): a search repeats exactly with its seed, another seed draws other scores, and the true PSNR is
+    the surrogate's noiseless level."""
+    spec = TINY.evaluator().spec
+    model = surrogate.Surrogate(spec).fit(table)
+
+    def run(seed, noise):
+        strategy = functools.partial(surrogate.SurrogateEvaluator, table=table, surrogate=model, noise=noise)
+        search = build_search(TINY.config(algorithm="random", population=40, generations=0, seed=seed),
+                              TINY.make_task(), evaluator_class=strategy).run()
+        return {r["key"]: r for r in search.cache.values()}
+
+    first, again, other = run(3, 1.0), run(3, 1.0), run(4, 1.0)
+    assert {k: r["fitness"] for k, r in first.items()} == {k: r["fitness"] for k, r in again.items()}
+    levels = {k: float(model.predict([r["bits"]])[0]) for k, r in first.items()}
+    draws = [r["fitness"][0] - levels[k] for k, r in first.items()]
+    assert all(r["surrogate"] for r in first.values())
+    assert 0.5 < (sum(d * d for d in draws) / len(draws)) ** 0.5 < 1.6  # a 1 dB draw a fit, 40 fits
+    for k, r in first.items():
+        assert r["metrics"]["psnr"] == pytest.approx(float(model.predict([r["bits"]], "psnr")[0]))
+    shared = set(first) & set(other)  # classical DIP at least: the same architecture, another fit's draw
+    assert shared and all(first[k]["fitness"] != other[k]["fitness"] for k in shared)
+    with pytest.raises(surrogate.UserError, match="fit noise must be"):
+        surrogate.SurrogateEvaluator(None, None, None, table=table, surrogate=model, noise=-1)
+    with pytest.raises(surrogate.UserError, match="needs a surrogate"):
+        surrogate.SurrogateEvaluator(None, None, None, table=table, surrogate=None, noise=0.5)
+
+
 def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch):
     monkeypatch.setitem(recorded.PROBLEMS, TINY.name, TINY)
     folder = tmp_path / "recorded"
@@ -110,6 +139,13 @@ def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch)
             diffs = [a - b for a, b in zip(cell["auc"], default["auc"])]
             assert cell["paired"]["of"] == 3 and cell["paired"]["ahead"] == sum(d > 0 for d in diffs)
     assert "paired by seed: ahead, p" in text
+    # the same grid with fit noise: every score drawn afresh, the mode in each table's heading
+    noisy = tmp_path / "noisy"
+    assert effectiveness.main(["--problems", TINY.name, "--folder", str(folder), "--seeds", "2", "--cells", *cells[:2],
+                               "--population", "4", "--generations", "1", "--fit-noise", "0.5",
+                               "--out", str(noisy)]) == 0
+    assert "(surrogate + 0.5 dB fit noise;" in (noisy / "table.md").read_text()
+    assert json.loads((noisy / "summary.json").read_text())["problems"][0]["cells"]["ga two-point flip-bit"]["seeds"] == 2
 
 
 def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
@@ -124,6 +160,12 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
         assert refused.value.code == 2
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
+    for argv, needle in ((["--fit-noise", "-1"], "must be >= 0, got -1.0"), (["--fit-noise", "nan"], "finite number"),
+                         (["--fit-noise", "0.5", "--real"], "--fit-noise models real fits' noise")):
+        with pytest.raises(SystemExit) as refused:
+            effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--seeds", "1", *argv])
+        err = capsys.readouterr().err
+        assert refused.value.code == 2 and needle in err.splitlines()[-1] and "Traceback" not in err, err
 
 
 def test_the_grid_runs_on_real_fits_too(tmp_path, monkeypatch, capsys):
