@@ -40,6 +40,7 @@ from nasdip_deap.fitness import Evaluator
 from nasdip_deap.registry import ALGORITHMS, OPERATORS
 
 DEFAULTS = SearchConfig()
+SETTING_NAMES = {f.name for f in dataclasses.fields(SearchConfig)}
 DEFAULT_CELL = (DEFAULTS.algorithm, DEFAULTS.crossover, DEFAULTS.mutation)
 
 
@@ -55,9 +56,15 @@ def grid(algorithms=None) -> list[tuple[str, str, str]]:
     return cells
 
 
-def label(cell: tuple[str, str, str]) -> str:
-    algorithm, crossover, mutation = cell
-    return algorithm if algorithm == "random" else f"{algorithm} {crossover} {mutation}"
+def label(cell: tuple) -> str:
+    algorithm, crossover, mutation = cell[:3]
+    name = algorithm if algorithm == "random" else f"{algorithm} {crossover} {mutation}"
+    return " ".join([name, *(f"{key}={json.dumps(value)}" for key, value in cell_settings(cell).items())])
+
+
+def cell_settings(cell: tuple) -> dict:
+    """The search settings a cell changes besides its algorithm and operators (``population=10``, ...)."""
+    return dict(cell[3]) if len(cell) > 3 else {}
 
 
 def trajectory(search) -> tuple[list[float], list[float | None]]:
@@ -73,9 +80,10 @@ def trajectory(search) -> tuple[list[float], list[float | None]]:
 
 
 def run_cell(problem, cell, seed: int, args, evaluator_class) -> dict:
-    algorithm, crossover, mutation = cell
-    config = problem.config(algorithm=algorithm, crossover=crossover, mutation=mutation, seed=seed,
-                            population=args.population, generations=args.generations)
+    algorithm, crossover, mutation = cell[:3]
+    config = problem.config(**{"algorithm": algorithm, "crossover": crossover, "mutation": mutation, "seed": seed,
+                               "population": args.population, "generations": args.generations,
+                               **cell_settings(cell)})
     started = time.perf_counter()
     search = build_search(config, problem.make_task(), evaluator_class=evaluator_class).run()
     curve, psnr = trajectory(search)
@@ -300,18 +308,29 @@ def finished_searches(path: Path, wanted: dict) -> dict:
     return done
 
 
-def parse_cell(text: str) -> tuple[str, str, str]:
+def parse_cell(text: str) -> tuple:
+    """ALGORITHM,CROSSOVER,MUTATION[,KEY=VALUE...]: KEY a search setting (SearchConfig field) of this cell."""
     parts = text.split(",")
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"a cell is ALGORITHM,CROSSOVER,MUTATION, got {text!r}")
-    return tuple(parts)
+    if len(parts) < 3 or any("=" not in part for part in parts[3:]) or any(not part for part in parts[:3]):
+        raise argparse.ArgumentTypeError(f"a cell is ALGORITHM,CROSSOVER,MUTATION[,KEY=VALUE...], got {text!r}")
+    settings = []
+    for part in parts[3:]:
+        key, _, value = part.partition("=")
+        if key not in SETTING_NAMES or key in ("algorithm", "crossover", "mutation", "seed"):
+            raise argparse.ArgumentTypeError(f"cell {text!r}: {key!r} is not a search setting a cell can change")
+        try:
+            settings.append((key, json.loads(value)))  # numbers, true/false, null
+        except json.JSONDecodeError:
+            settings.append((key, value))
+    return (*parts[:3], tuple(settings)) if settings else tuple(parts)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", nargs="+", choices=sorted(PROBLEMS), default=list(PROBLEMS))
-    parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="ALGORITHM,CROSSOVER,MUTATION",
-                        help="cells to run (default: the default, then one factor changed at a time)")
+    parser.add_argument("--cells", nargs="+", type=parse_cell, metavar="ALGORITHM,CROSSOVER,MUTATION[,KEY=VALUE]",
+                        help="cells to run (default: the default, then one factor changed at a time); KEY=VALUE "
+                        "parts change a search setting of that cell (population=12, init_spread=0.05, ...)")
     parser.add_argument("--seeds", type=positive_int, default=20, help="searches per cell (default 20)")
     parser.add_argument("--population", type=positive_int, default=DEFAULTS.population)
     parser.add_argument("--generations", type=positive_int, default=DEFAULTS.generations)
@@ -338,9 +357,10 @@ def main(argv=None) -> int:
             parser.exit(2, f"search_effectiveness.py: error: cannot import {module!r}: {exc}\n")
     args.cells = args.cells or grid()
     try:
-        for cell in args.cells:  # refuse a bad name before any search runs
+        for cell in args.cells:  # refuse a bad name or setting before any search runs
             make_algorithm(cell[0], DEFAULTS.cxpb, DEFAULTS.mutpb, None)
             OPERATORS.entry(cell[1]), OPERATORS.entry(cell[2])
+            SearchConfig(**cell_settings(cell))
         run(args)
     except UserError as exc:
         parser.exit(2, f"search_effectiveness.py: error: {exc}\n")

@@ -355,13 +355,22 @@ def test_processes_run_survives_a_killed_worker_with_the_serial_result(serial_ru
 
 @pytest.mark.slow
 def test_scoop_run_survives_a_killed_worker_with_the_serial_result(serial_run, tmp_path):
-    out = tmp_path / "run"
-    cmd = ["timeout", "900", sys.executable, "-m", "scoop", "-n", "2", MAIN_SCRIPT, "search", *TINY,
-           "--out", str(out)]
-    output, killed = launch_and_kill_one_worker(cmd, out, lambda r: r["worker"].startswith("scoop-worker"))
-    assert "Lost track of future" in output  # SCOOP re-sent the killed worker's future
-    records = assert_every_individual_evaluated(out)
-    assert {r["worker"].split("-")[1] for r in records} == {"origin", "worker"}
-    assert len({(r["host"], r["pid"]) for r in records}) >= 2  # provenance: which process fitted what
-    assert all(r["device"] == "cpu" and r["seconds"] > 0 and r["duration"] >= r["seconds"] for r in records)
-    assert hall_of_fame(out) == hall_of_fame(serial_run)
+    # The victim is killed while busy on the CPU, but from outside nothing tells a fit from the work after
+    # its last result (SCOOP's map hands results back in order, so records arrive in bursts): about one
+    # kill in six lands when it holds no future. Such a kill still has to leave the run whole and equal to
+    # the serial one, but it tests no re-sending, so the run is repeated until SCOOP re-sent a future.
+    resent = False
+    for attempt in range(3):
+        out = tmp_path / f"run{attempt}"
+        cmd = ["timeout", "900", sys.executable, "-m", "scoop", "-n", "2", MAIN_SCRIPT, "search", *TINY,
+               "--out", str(out)]
+        output, killed = launch_and_kill_one_worker(cmd, out, lambda r: r["worker"].startswith("scoop-worker"))
+        records = assert_every_individual_evaluated(out)
+        assert {r["worker"].split("-")[1] for r in records} == {"origin", "worker"}
+        assert len({(r["host"], r["pid"]) for r in records}) >= 2  # provenance: which process fitted what
+        assert all(r["device"] == "cpu" and r["seconds"] > 0 and r["duration"] >= r["seconds"] for r in records)
+        assert hall_of_fame(out) == hall_of_fame(serial_run)
+        if "Lost track of future" in output:  # SCOOP re-sent the killed worker's future
+            resent = True
+            break
+    assert resent, "in 3 runs no kill landed while the victim held a future"

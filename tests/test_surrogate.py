@@ -145,6 +145,17 @@ def test_a_small_grid_writes_its_table_and_figures(table, tmp_path, monkeypatch)
                                "--population", "4", "--generations", "1", "--fit-noise", "0.5",
                                "--out", str(noisy)]) == 0
     assert "(surrogate + 0.5 dB fit noise;" in (noisy / "table.md").read_text()
+    # a cell may change search settings: here random search with as many genomes as 7 fits, one generation
+    settings = tmp_path / "settings"
+    assert effectiveness.main(["--problems", TINY.name, "--folder", str(folder), "--seeds", "2", "--cells",
+                               cells[0], "random,two-point,flip-bit,population=7,generations=0",
+                               "ga,two-point,flip-bit,init_spread=0.1", "--population", "4", "--generations", "1",
+                               "--out", str(settings)]) == 0
+    found = json.loads((settings / "summary.json").read_text())["problems"][0]["cells"]
+    assert set(found) == {"ga two-point flip-bit", "random population=7 generations=0",
+                          "ga two-point flip-bit init_spread=0.1"}
+    runs = [json.loads(line) for line in (settings / f"{TINY.name}.runs.jsonl").read_text().splitlines()]
+    assert {r["fits"] for r in runs if r["cell"].startswith("random")} == {7}
     assert json.loads((noisy / "summary.json").read_text())["problems"][0]["cells"]["ga two-point flip-bit"]["seeds"] == 2
 
 
@@ -153,6 +164,7 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
     for argv, needle in ((["--cells", "ga,nope,flip-bit"], "unknown operator 'nope'"),
                          (["--cells", "ga:foo=1,two-point,flip-bit"], "takes no parameter 'foo'"),
                          (["--import", "no_such_module_of_operators"], "cannot import 'no_such_module_of_operators'"),
+                         (["--cells", "ga,two-point,flip-bit,population=0"], "--population must be"),
                          ([], "has 0 entries; build it first")):
         with pytest.raises(SystemExit) as refused:
             effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--seeds", "1",
@@ -161,7 +173,10 @@ def test_bad_cells_and_empty_tables_are_one_line(tmp_path, monkeypatch, capsys):
         err = capsys.readouterr().err
         assert needle in err and err.count("\n") == 1, err
     for argv, needle in ((["--fit-noise", "-1"], "must be >= 0, got -1.0"), (["--fit-noise", "nan"], "finite number"),
-                         (["--fit-noise", "0.5", "--real"], "--fit-noise models real fits' noise")):
+                         (["--fit-noise", "0.5", "--real"], "--fit-noise models real fits' noise"),
+                         (["--cells", "ga,two-point,flip-bit,nonsense=1"], "'nonsense' is not a search setting"),
+                         (["--cells", "ga,two-point,flip-bit,seed=3"], "'seed' is not a search setting"),
+                         (["--cells", "ga,two-point"], "a cell is ALGORITHM,CROSSOVER,MUTATION")):
         with pytest.raises(SystemExit) as refused:
             effectiveness.main(["--problems", TINY.name, "--folder", str(tmp_path), "--seeds", "1", *argv])
         err = capsys.readouterr().err
