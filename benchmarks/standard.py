@@ -131,6 +131,7 @@ def searched_column(runs: list[tuple], clean, h: int, w: int, architectures: boo
               "iterations": round(statistics.fmean(work_of(r, rest, h, w) for r, rest, _ in runs)),
               "seconds": statistics.fmean(sec for _, _, sec in runs),
               "fits": round(statistics.fmean(r.totals.fits for r, _, _ in runs)),
+              "fits_seeds": [r.totals.fits for r, _, _ in runs],
               "ensemble": runs[0][1].ensemble, "final_iterations": runs[0][1].iterations,
               "search_fits": round(statistics.fmean(len(rest.search_fits) for _, rest, _ in runs)),
               "final_fits_psnr": statistics.fmean(scores(rest.image, clean)["psnr"] if not rest.final_fits

@@ -46,6 +46,7 @@ def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
         assert timed["k"] == max(1, round(searched["seconds"] / row["classical"]["seconds"]))
         # random search: as many fits of the same budget as the search, and the same final fits
         assert rnd["fits"] == searched["fits"] and rnd["seeds"] == searched["seeds"] == 2
+        assert rnd["fits_seeds"] == searched["fits_seeds"] and len(searched["fits_seeds"]) == 2
         assert rnd["iterations"] == 5 * (rnd["fits"] + rnd["ensemble"]) and rnd["ensemble"] == searched["ensemble"]
         assert rnd["iterations"] == searched["iterations"]
         assert len(searched["psnr_seeds"]) == 2 and searched["psnr_std"] >= 0
