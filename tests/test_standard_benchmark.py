@@ -59,12 +59,13 @@ def test_standard_table_on_tiny_pairs(standard, pairs, tmp_path):
     assert json.loads((tmp_path / "out" / "table.json").read_text())["rows"] == rows
 
 
-def test_the_random_column_samples_uniformly_whatever_start_the_search_has(standard):
+def test_the_random_column_samples_uniformly_whatever_start_the_search_has(standard, pairs):
     """--search init_spread=P starts the search from mutants of classical DIP; random search stays uniform."""
     from nasdip_deap.compose import SearchConfig
 
     columns = __import__("columns")
-    settings = {**standard.search_settings(standard.parse_args(["--search", "init_spread=0.05"])),
+    settings = {**standard.search_settings(standard.parse_args(["--data", str(pairs), "--images", "one",
+                                                                       "--search", "init_spread=0.05"])),
                 **columns.random_search(7)}
     config = SearchConfig(**settings)
     assert config.init_spread is None and config.algorithm == "random"
