@@ -1,7 +1,8 @@
-"""argparse types shared by the benchmark scripts: counts refused with argparse's one line."""
+"""argparse types and setting values shared by the benchmark scripts: bad input refused with argparse's one line."""
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def _int_at_least(text: str, minimum: int) -> int:
@@ -49,3 +50,12 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def setting_value(text: str):
+    """The value of a KEY=VALUE search setting: JSON when it reads as JSON (numbers, true/false, null),
+    else the text itself (names: proxy=none, fidelity=adaptive, ...)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_args import non_negative_float, positive_int
+from bench_args import non_negative_float, positive_int, setting_value
 from recorded import FOLDER, PROBLEMS, load
 from surrogate import Surrogate, SurrogateEvaluator
 from nasdip_deap.compose import SearchConfig, build_search, make_algorithm
@@ -318,10 +318,7 @@ def parse_cell(text: str) -> tuple:
         key, _, value = part.partition("=")
         if key not in SETTING_NAMES or key in ("algorithm", "crossover", "mutation", "seed"):
             raise argparse.ArgumentTypeError(f"cell {text!r}: {key!r} is not a search setting a cell can change")
-        try:
-            settings.append((key, json.loads(value)))  # numbers, true/false, null
-        except json.JSONDecodeError:
-            settings.append((key, value))
+        settings.append((key, setting_value(value)))
     return (*parts[:3], tuple(settings)) if settings else tuple(parts)
 
 

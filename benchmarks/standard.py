@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 import nasdip_deap
-from bench_args import positive_int
+from bench_args import positive_int, setting_value
 from columns import classical_outputs, equal_columns, paired, random_search, work_of
 from nasdip_deap import classical_dip
 from nasdip_deap.errors import UserError
@@ -88,10 +88,7 @@ def search_settings(args) -> dict:
                 "threads": 1}  # every other setting: the user's default (compose.SearchConfig)
     for text in args.search or ():
         key, _, value = text.partition("=")
-        try:
-            settings[key] = json.loads(value)  # numbers, true/false, null
-        except json.JSONDecodeError:
-            settings[key] = value  # names: proxy=none, fidelity=adaptive, ...
+        settings[key] = setting_value(value)
     return settings
 
 
