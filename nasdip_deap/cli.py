@@ -154,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-spread", type=float, metavar="P", default=d["init_spread"],
                    help="start from mutants of classical DIP, each bit flipped with probability P (e.g. 0.05), "
                         "instead of random genomes (the paper's start)")
+    g.add_argument("--init-prior", nargs="+", metavar="FILE", default=d["init_prior"],
+                   help="start from the random genomes that a model of these records of earlier runs "
+                        "(evaluations.jsonl, cache.jsonl, benchmarks/recorded/*.jsonl.gz) ranks best; needs "
+                        "scikit-learn (pip install 'nasdip-deap[predictor]')")
+    g.add_argument("--init-pool", type=int, metavar="N", default=d["init_pool"],
+                   help="with --init-prior: random genomes ranked per slot of the first population "
+                        "(default %(default)s)")
     g.add_argument("--finalists", type=int, default=d["finalists"], metavar="N",
                    help="before choosing the best, re-fit the N best hall-of-fame architectures --finalist-repeats "
                         "more times (new seed, new held-out pixels) and choose by mean fitness (default "

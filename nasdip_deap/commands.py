@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
@@ -47,6 +48,8 @@ def config_from_args(args: argparse.Namespace, cls):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     if cls is SearchConfig:
         values["seed_classical"] = not getattr(args, "no_classical_seed", False)
+        if values.get("init_prior"):  # absolute, so that --resume from another folder reads the same files
+            values["init_prior"] = tuple(os.path.abspath(p) for p in values["init_prior"])
     return cls(**values)
 
 
@@ -160,7 +163,8 @@ def search(args) -> int:
                 "fitness": evaluator.describe(), "algorithm": run.algorithm.describe(), "operators": run.operators,
                 "population": config.population, "generations": config.generations, "seed": config.seed,
                 "hof_size": config.hof_size, "seed_classical": config.seed_classical,
-                "init_spread": config.init_spread, "ensemble": config.ensemble, "degraded": degraded,
+                "init_spread": config.init_spread, "init_prior": config.init_prior and list(config.init_prior),
+                "ensemble": config.ensemble, "degraded": degraded,
                 "environment": environment(), "arguments": resume.saved_settings(args, run_dir),
                 "run": definition})
             log.info("search: task %s, selected with %s, %s, population %d, %d generations, %d iterations per "

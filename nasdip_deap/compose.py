@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,9 @@ class SearchConfig(FitConfig):
     hof_size: int = 5
     seed_classical: bool = True
     init_spread: float | None = None  # start from mutants of classical DIP instead of random genomes
+    # start from the random genomes a model of earlier runs' records (files) ranks best (prior_start.py)
+    init_prior: tuple[str, ...] | None = None
+    init_pool: int = 20  # random genomes drawn per slot of the first population that the prior ranks
     novel_retries: int = 10  # times a child whose architecture was already fitted is varied again
     # fitness: blind (held-out observed pixels) always, unless the oracle is asked for by name; a clean
     # image given for scoring never selects architectures by default
@@ -166,6 +170,19 @@ class SearchConfig(FitConfig):
         _probability("--mutpb", self.mutpb)
         if self.init_spread is not None:
             _probability("--init-spread", self.init_spread)
+        _count("--init-pool", self.init_pool, 1, 10_000)
+        if self.init_prior is not None:
+            if isinstance(self.init_prior, str):  # one path, or several joined by os.pathsep (KEY=VALUE settings)
+                object.__setattr__(self, "init_prior", tuple(p for p in self.init_prior.split(os.pathsep) if p))
+            if not self.init_prior or not all(isinstance(p, str) and p for p in self.init_prior):
+                raise UserError("--init-prior takes one or more record files (evaluations.jsonl, cache.jsonl, "
+                                ".jsonl.gz)")
+            object.__setattr__(self, "init_prior", tuple(self.init_prior))
+            if self.init_spread is not None:
+                raise UserError("--init-prior and --init-spread choose the first population two ways; give one")
+            missing = [p for p in self.init_prior if not os.path.isfile(p)]
+            if missing:
+                raise UserError(f"--init-prior {missing[0]!r}: no such file")
         if self.fitness not in FITNESS_MODES:
             raise UserError(f"--fitness must be {' or '.join(FITNESS_MODES)}, got {self.fitness!r}")
         if self.cost not in OBJECTIVES or self.cost == "quality":
@@ -250,6 +267,13 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     evaluator = evaluator_class(spec, task, settings, runner or config.runner(), proxy,
                                 keep_outputs=config.search_fits > 0)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
+    start_prior = None
+    if config.init_prior:
+        from .predictor import require_sklearn
+        from .prior_start import PriorStart
+
+        require_sklearn("--init-prior")
+        start_prior = PriorStart(config.init_prior, spec, pool=config.init_pool)
     operators = {
         "crossover": bind_operator(toolbox, "mate", config.crossover, "crossover", spec),
         "mutation": bind_operator(toolbox, "mutate", config.mutation, "mutation", spec),
@@ -260,7 +284,7 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     search = Search(spec=spec, evaluator=evaluator, toolbox=toolbox, algorithm=algorithm,
                     population_size=config.population, termination=max_generations(config.generations),
                     seed=config.seed, archive_size=config.hof_size, seed_classical=config.seed_classical,
-                    init_spread=config.init_spread, fidelity=fidelity,
+                    init_spread=config.init_spread, fidelity=fidelity, start_prior=start_prior,
                     finalists=make_finalists(config.finalists, config.finalist_repeats),
                     novel_retries=config.novel_retries, fit_outputs=SearchFits(config.search_fits),
                     hooks=list(hooks))
@@ -299,7 +323,10 @@ def config_to_dict(config) -> dict[str, Any]:
     values = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
-        values[f.name] = value if value is None or isinstance(value, (str, int, float, bool)) else part_label(value)
+        if isinstance(value, tuple) and all(isinstance(v, str) for v in value):  # file lists (init_prior)
+            values[f.name] = list(value)
+        else:
+            values[f.name] = value if value is None or isinstance(value, (str, int, float, bool)) else part_label(value)
     return values
 
 

@@ -117,6 +117,7 @@ class Search:
     finalists: object  # e.g. finalists.Finalists(3, 2): re-fit the best before choosing one; or None
     novel_retries: int  # times a child whose architecture was already fitted is varied again
     hooks: list = field(default_factory=list)
+    start_prior: object = None  # a prior_start.PriorStart: the first population's random slots ranked by it
     # state (checkpointed)
     population: list | None = None
     archive: object = None
@@ -258,6 +259,10 @@ class Search:
     # -- loop ------------------------------------------------------------------------------------
     def _initial_population(self) -> list:
         population = self.toolbox.population(n=self.population_size)
+        if self.start_prior is not None:
+            slots = len(population) - int(self.seed_classical)
+            pool = self.toolbox.population(n=slots * self.start_prior.pool)
+            population[len(population) - slots:] = self.start_prior.choose(pool, slots, self.spec)
         classical = self.spec.encode(classical_dip(self.spec.levels))
         if self.seed_classical and population:
             population[0][:] = classical

@@ -111,22 +111,9 @@ def usable(record: dict, objectives: tuple) -> bool:
 
 def read_prior(path: str) -> list[dict]:
     """The records of an ``evaluations.jsonl`` or ``cache.jsonl`` of earlier runs (unreadable lines skipped)."""
-    import json
-    from pathlib import Path
+    from .prior_start import read_records
 
-    try:
-        lines = Path(path).read_text(errors="replace").splitlines()
-    except OSError as exc:
-        raise UserError(f"predictor prior {path!r}: cannot read it ({exc.strerror or exc})") from None
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return read_records(path, "predictor prior")
 
 
 def kendall_tau(a, b) -> float | None:

@@ -70,6 +70,11 @@ def test_the_random_column_samples_uniformly_whatever_start_the_search_has(stand
     config = SearchConfig(**settings)
     assert config.init_spread is None and config.algorithm == "random"
     assert (config.population, config.generations) == (7, 0)
+    prior = str(pairs / "one_GT.png")  # any existing file: the setting is checked for existence only
+    searched = standard.search_settings(standard.parse_args(["--data", str(pairs), "--images", "one",
+                                                             "--search", f"init_prior={prior}"]))
+    assert SearchConfig(**searched).init_prior == (prior,)
+    assert SearchConfig(**{**searched, **columns.random_search(7)}).init_prior is None
 
 
 def test_published_figures_are_read_from_the_data_readme(standard, shared_data):
