@@ -10,6 +10,8 @@ genome, its blind fitness, its true PSNR and SSIM, parameters, fit seconds), wit
 """
 from __future__ import annotations
 
+import dataclasses
+
 import gzip
 import json
 from dataclasses import dataclass, field
@@ -51,8 +53,14 @@ class Problem:
         return TASKS.get(self.task).from_clean(self.clean(), dict(self.options), derive_seed(0, "recorded", self.name))
 
     def config(self, **overrides) -> SearchConfig:
-        return SearchConfig(**{**FIT, "iterations": self.iterations, "holdout": self.holdout, "levels": self.levels,
-                                **overrides})
+        """The search settings of this problem. The default start's built-in prior holds this very problem's
+        table, so a search here ranks its first population by the other problems' tables alone (leave one out)."""
+        config = SearchConfig(**{**FIT, "iterations": self.iterations, "holdout": self.holdout, "levels": self.levels,
+                                  **overrides})
+        files = config.start_prior_files()
+        if config.init_prior == "auto" and files:
+            config = dataclasses.replace(config, init_prior=tuple(f for f in files if Path(f).name != self.path().name))
+        return config
 
     def evaluator(self, **overrides):
         """The product's evaluator of this problem, built as every search builds it (``compose``)."""

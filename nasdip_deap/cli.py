@@ -156,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "instead of random genomes (the paper's start)")
     g.add_argument("--init-prior", nargs="+", metavar="FILE", default=d["init_prior"],
                    help="start from the random genomes that a model of these records of earlier runs "
-                        "(evaluations.jsonl, cache.jsonl, benchmarks/recorded/*.jsonl.gz) ranks best; needs "
-                        "scikit-learn (pip install 'nasdip-deap[predictor]')")
+                        "(evaluations.jsonl, cache.jsonl, .jsonl.gz; recorded: the built-in prior) ranks best; "
+                        "none: uniform random genomes (the paper's start); default auto: the built-in prior for "
+                        "the default genome, unless --init-spread or --algorithm random is given")
     g.add_argument("--init-pool", type=int, metavar="N", default=d["init_pool"],
                    help="with --init-prior: random genomes ranked per slot of the first population "
                         "(default %(default)s)")

@@ -48,8 +48,9 @@ def config_from_args(args: argparse.Namespace, cls):
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
     if cls is SearchConfig:
         values["seed_classical"] = not getattr(args, "no_classical_seed", False)
-        if values.get("init_prior"):  # absolute, so that --resume from another folder reads the same files
-            values["init_prior"] = tuple(os.path.abspath(p) for p in values["init_prior"])
+        if isinstance(values.get("init_prior"), list):  # files absolute, so that --resume elsewhere reads them
+            values["init_prior"] = tuple(p if p in ("auto", "none", "recorded") else os.path.abspath(p)
+                                         for p in values["init_prior"])
     return cls(**values)
 
 
@@ -163,7 +164,7 @@ def search(args) -> int:
                 "fitness": evaluator.describe(), "algorithm": run.algorithm.describe(), "operators": run.operators,
                 "population": config.population, "generations": config.generations, "seed": config.seed,
                 "hof_size": config.hof_size, "seed_classical": config.seed_classical,
-                "init_spread": config.init_spread, "init_prior": config.init_prior and list(config.init_prior),
+                "init_spread": config.init_spread, "init_prior": config.init_prior if not isinstance(config.init_prior, tuple) else list(config.init_prior),
                 "ensemble": config.ensemble, "degraded": degraded,
                 "environment": environment(), "arguments": resume.saved_settings(args, run_dir),
                 "run": definition})

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from . import prior_start
 from .algorithms import Algorithm
 from .backends import BackendOptions, check_backend, make_backend
 from .engine import PRECISIONS, check_device
@@ -106,8 +107,11 @@ class SearchConfig(FitConfig):
     hof_size: int = 5
     seed_classical: bool = True
     init_spread: float | None = None  # start from mutants of classical DIP instead of random genomes
-    # start from the random genomes a model of earlier runs' records (files) ranks best (prior_start.py)
-    init_prior: tuple[str, ...] | None = None
+    # start from the random genomes a model of earlier runs' records ranks best (prior_start.py): record files
+    # ("recorded": the built-in prior), None for the paper's uniform start, or auto: the built-in prior where
+    # its genome spec matches, no --init-spread is given and the algorithm is not random search (whose start
+    # is the uniform baseline); it beat random search on images it was not chosen on (docs/results.md)
+    init_prior: Any = "auto"
     init_pool: int = 20  # random genomes drawn per slot of the first population that the prior ranks
     novel_retries: int = 10  # times a child whose architecture was already fitted is varied again
     # fitness: blind (held-out observed pixels) always, unless the oracle is asked for by name; a clean
@@ -171,16 +175,11 @@ class SearchConfig(FitConfig):
         if self.init_spread is not None:
             _probability("--init-spread", self.init_spread)
         _count("--init-pool", self.init_pool, 1, 10_000)
-        if self.init_prior is not None:
-            if isinstance(self.init_prior, str):  # one path, or several joined by os.pathsep (KEY=VALUE settings)
-                object.__setattr__(self, "init_prior", tuple(p for p in self.init_prior.split(os.pathsep) if p))
-            if not self.init_prior or not all(isinstance(p, str) and p for p in self.init_prior):
-                raise UserError("--init-prior takes one or more record files (evaluations.jsonl, cache.jsonl, "
-                                ".jsonl.gz)")
-            object.__setattr__(self, "init_prior", tuple(self.init_prior))
+        object.__setattr__(self, "init_prior", _prior_setting(self.init_prior))
+        if isinstance(self.init_prior, tuple):
             if self.init_spread is not None:
                 raise UserError("--init-prior and --init-spread choose the first population two ways; give one")
-            missing = [p for p in self.init_prior if not os.path.isfile(p)]
+            missing = [p for p in self.init_prior if p != prior_start.RECORDED and not os.path.isfile(p)]
             if missing:
                 raise UserError(f"--init-prior {missing[0]!r}: no such file")
         if self.fitness not in FITNESS_MODES:
@@ -192,6 +191,16 @@ class SearchConfig(FitConfig):
                                                   and 0 < self.eval_timeout < float("inf")):
             raise UserError(f"--eval-timeout must be a number of seconds > 0, got {self.eval_timeout!r}")
         check_backend(self.backend, self.backend_options())
+
+    def start_prior_files(self) -> tuple[str, ...] | None:
+        """The record files whose model ranks the first population (``init_prior`` resolved), or None."""
+        if self.init_prior == "auto":
+            spec = {"levels": self.levels, "evolve_iterations": self.evolve_iterations}
+            random_search = isinstance(self.algorithm, str) and self.algorithm.split(":")[0] == "random"
+            if self.init_spread is not None or random_search or spec != prior_start.RECORDED_SPEC:
+                return None
+            return prior_start.recorded_paths()
+        return None if self.init_prior is None else prior_start.resolve(self.init_prior)
 
     def final_stop_rule(self, image_size: tuple[int, int], whole_image: bool, noiseless: bool = False) -> str:
         """``fixed``, ``heldout`` or ``cap``: ``final_stop`` resolved for an image of ``image_size`` (h, w)
@@ -267,13 +276,12 @@ def build_search(config: SearchConfig, task, hooks=(), runner: FitRunner | None 
     evaluator = evaluator_class(spec, task, settings, runner or config.runner(), proxy,
                                 keep_outputs=config.search_fits > 0)
     toolbox = make_toolbox(spec, evaluator, len(objectives))
-    start_prior = None
-    if config.init_prior:
+    start_prior, prior_files = None, config.start_prior_files()
+    if prior_files:
         from .predictor import require_sklearn
-        from .prior_start import PriorStart
 
         require_sklearn("--init-prior")
-        start_prior = PriorStart(config.init_prior, spec, pool=config.init_pool)
+        start_prior = prior_start.PriorStart(prior_files, spec, pool=config.init_pool)
     operators = {
         "crossover": bind_operator(toolbox, "mate", config.crossover, "crossover", spec),
         "mutation": bind_operator(toolbox, "mutate", config.mutation, "mutation", spec),
@@ -315,6 +323,23 @@ def start_run(search: Search, config: SearchConfig, *, state: dict | None = None
 def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):
     """The evaluation backend of ``config`` (a context manager: it stops its workers on exit)."""
     return make_backend(config.backend, config.backend_options(evaluator))
+
+
+def _prior_setting(value):
+    """``init_prior`` as "auto", None or a tuple of files: one path, paths joined by os.pathsep (a KEY=VALUE
+    setting), or a sequence of them (the CLI, a saved config.json); "none" is None."""
+    if isinstance(value, (list, tuple)) and len(value) == 1 and value[0] in ("auto", "none"):
+        value = value[0]
+    if value is None or value == "none":
+        return None
+    if value == "auto":
+        return value
+    if isinstance(value, str):
+        value = [p for p in value.split(os.pathsep) if p]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(p, str) and p for p in value):
+        raise UserError("--init-prior takes auto, none, recorded or record files (evaluations.jsonl, cache.jsonl, "
+                        ".jsonl.gz)")
+    return tuple(value)
 
 
 def config_to_dict(config) -> dict[str, Any]:

@@ -4,8 +4,8 @@ of earlier runs' records ranks best.
 The random start of the paper fits architectures that nobody looked at; many of them are poor for any image
 (too few channels, a learning rate that diverges). Which architectures fit well transfers across images and
 even across tasks: a forest over ``predictor.architecture_features`` trained on the 32 px recorded tables of
-two problems ranks the random architectures of the third with Kendall's tau 0.27-0.53 against their measured
-blind fitness (docs/results.md). ``PriorStart`` draws ``pool`` random genomes per slot of the first
+two problems ranks the random architectures of the third (benchmarks/prior_transfer.py; the figures are in
+docs/results.md). ``PriorStart`` draws ``pool`` random genomes per slot of the first
 population and keeps the best-ranked, plus a share ``EXPLORE`` drawn from the pool at random, so that the
 start never rests on the prior's opinion alone. Classical DIP keeps its seeded slot.
 
@@ -28,6 +28,23 @@ from .errors import UserError
 
 EXPLORE = 0.2  # the share of the prior-ranked slots drawn from the pool at random instead
 MIN_RECORDS = 8  # fewer usable records than this in all files: the prior cannot rank, one line says so
+# ``--init-prior recorded``: the fits of benchmarks/recorded (3 x 1,000 fits of 32 px problems: denoising chelsea,
+# inpainting coffee, 2x super-resolution of astronaut), genome and blind fitness alone, shipped in the package
+RECORDED = "recorded"
+RECORDED_SPEC = {"levels": 5, "evolve_iterations": False}  # the genome spec those tables were fitted with
+
+
+def recorded_paths() -> tuple[str, ...]:
+    """The files of the built-in prior (one per recorded problem, each standardised on its own)."""
+    return tuple(str(p) for p in sorted((Path(__file__).parent / "priors").glob("*.jsonl.gz")))
+
+
+def resolve(paths) -> tuple[str, ...]:
+    """``paths`` with the name ``recorded`` replaced by the built-in prior's files."""
+    out: list[str] = []
+    for path in paths:
+        out += recorded_paths() if path == RECORDED else [path]
+    return tuple(out)
 
 
 def read_records(path: str, what: str = "--init-prior") -> list[dict]:
@@ -65,8 +82,9 @@ def architecture_and_quality(record: dict, spec) -> tuple[Architecture, float] |
     try:
         if isinstance(record.get("architecture"), dict):
             arch = Architecture.from_dict(record["architecture"])
-        elif isinstance(record.get("bits"), list) and len(record["bits"]) == spec.length:
-            arch = spec.decode(record["bits"])
+        elif isinstance(record.get("bits"), (list, str)) and len(record["bits"]) == spec.length:
+            bits = [int(b) for b in record["bits"]]  # a list of 0/1, or a string of them (the built-in prior)
+            arch = spec.decode(bits)
         else:
             return None
     except (KeyError, TypeError, ValueError):
@@ -80,7 +98,7 @@ class PriorStart:
     """Chooses the first population's random slots by a model of earlier runs' records (``paths``)."""
 
     def __init__(self, paths, spec, pool: int = 20, model: str = "forest", trees: int = 100):
-        self.paths = tuple(paths)
+        self.paths = resolve(paths)
         self.pool, self.model, self.trees = pool, model, trees
         self.X, self.y = self.training_rows(spec)  # read now: a file without usable records fails before any fit
 

@@ -87,7 +87,9 @@ def test_init_prior_through_the_cli_on_an_earlier_runs_records(tmp_path, cli):
                "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
-    assert config["init_prior"] == [os.path.abspath(earlier / "evaluations.jsonl")] and config["run"]["config"]["init_pool"] == 4
+    assert config["init_prior"] == [os.path.abspath(earlier / "evaluations.jsonl")]
+    plain = cli("search", *TINY, "--init-prior", "none", "--out", str(tmp_path / "plain"))
+    assert plain.returncode == 0 and json.loads((tmp_path / "plain" / "config.json").read_text())["init_prior"] is None and config["run"]["config"]["init_pool"] == 4
     assert (out / "restored.png").exists()
 
 
@@ -117,3 +119,54 @@ def test_the_prior_transfer_benchmark_ranks_a_recorded_problem_from_the_others(c
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| sr2-astronaut-32 |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert "denoise-chelsea-32" in cells[1] and all(math.isfinite(float(c)) for c in cells[3:])
+
+
+def test_the_default_start_is_the_built_in_prior_where_it_applies():
+    from nasdip_deap.compose import SearchConfig
+    from nasdip_deap.prior_start import recorded_paths
+
+    assert SearchConfig().init_prior == "auto" and SearchConfig().start_prior_files() == recorded_paths()
+    assert len(recorded_paths()) == 3
+    for uniform in (dict(levels=3), dict(evolve_iterations=True), dict(algorithm="random"), dict(init_spread=0.05),
+                    dict(init_prior="none"), dict(init_prior=None), dict(init_prior=["none"])):
+        assert SearchConfig(**uniform).start_prior_files() is None, uniform
+    assert SearchConfig(init_prior=["recorded"]).start_prior_files() == recorded_paths()
+
+
+def test_the_built_in_prior_is_the_recorded_tables():
+    """nasdip_deap/priors holds benchmarks/recorded's genomes and blind fitness, nothing else and nothing more."""
+    import importlib
+
+    from nasdip_deap.prior_start import read_records, recorded_paths
+
+    recorded = importlib.import_module("recorded")
+    for path in recorded_paths():
+        name = path.rsplit("/", 1)[-1].removesuffix(".jsonl.gz")
+        shipped = read_records(path)
+        table = recorded.load(name)
+        assert [r["bits"] for r in shipped] == ["".join(map(str, e["bits"])) for e in table]
+        assert [r["fitness"][0] for r in shipped] == [e["fitness"][0] for e in table]
+
+
+def test_a_default_search_ranks_its_first_population_by_the_built_in_prior(tiny_image):
+    """Levels 5 (the default genome) on a 32 px crop: the start differs from the uniform one, classical DIP
+    keeps slot 0, and the same seed gives the same start."""
+    task = Denoise.from_clean(tiny_image, {"sigma": 25.0}, seed=1)
+
+    def first_population(**settings):
+        run = tiny_search(task, levels=5, population=6, seed=2, **settings)
+        random.seed(2)
+        return [list(ind) for ind in run._initial_population()]
+
+    ranked, uniform = first_population(), first_population(init_prior="none")
+    assert ranked == first_population() and ranked[0] == uniform[0] == GenomeSpec(5).encode(classical_dip(5))
+    assert ranked[1:] != uniform[1:]
+
+
+def test_recorded_problems_leave_their_own_table_out_of_the_prior():
+    import importlib
+
+    recorded = importlib.import_module("recorded")
+    for problem in recorded.PROBLEMS.values():
+        files = problem.config().init_prior
+        assert len(files) == 2 and not any(f.endswith(problem.path().name) for f in files)

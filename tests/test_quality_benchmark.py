@@ -50,8 +50,9 @@ def test_the_columns_search_alike_but_for_what_they_vary(quality):
     assert quality.modes(args) == ["blind", "random", "reference"]
     blind, rnd, ref = (quality.search_settings(args, part, 7) for part in quality.modes(args))
     assert rnd == {**blind, "algorithm": "random"} and ref == {**blind, "fitness": "reference"}
-    # with the search's fit count: one generation of that many genomes
-    assert quality.search_settings(args, "random", 7, fits=13) == {**rnd, "population": 13, "generations": 0}
+    # with the search's fit count: one generation of that many uniform genomes
+    assert quality.search_settings(args, "random", 7, fits=13) == {**rnd, "population": 13, "generations": 0,
+                                                                   "init_prior": None}
     assert quality.parts(args) == ["classical", "blind", "reference"]
     assert blind["fitness"] == "blind" and blind["seed"] == 7 and blind["population"] == 5
     assert quality.modes(quality.parse_args(["--no-random"])) == ["blind"]
