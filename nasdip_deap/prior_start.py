@@ -94,6 +94,9 @@ def architecture_and_quality(record: dict, spec) -> tuple[Architecture, float] |
     return arch, float(quality)
 
 
+_ROWS: dict = {}  # training rows by (files and their mtimes, genome spec): see PriorStart.training_rows
+
+
 class PriorStart:
     """Chooses the first population's random slots by a model of earlier runs' records (``paths``)."""
 
@@ -103,7 +106,18 @@ class PriorStart:
         self.X, self.y = self.training_rows(spec)  # read now: a file without usable records fails before any fit
 
     def training_rows(self, spec) -> tuple[np.ndarray, np.ndarray]:
-        """Features and per-file standardised quality of every usable record of ``paths`` (genomes of ``spec``)."""
+        """Features and per-file standardised quality of every usable record of ``paths`` (genomes of ``spec``),
+        read once per process and set of files (decoding 3,000 genomes takes a second or two)."""
+        import os
+
+        stamp = tuple((p, os.stat(p).st_mtime_ns) if os.path.exists(p) else (p, None) for p in self.paths)
+        key = (stamp, spec.levels, spec.evolve_iterations)
+        if key not in _ROWS:
+            _ROWS[key] = self._read_rows(spec)
+        X, y = _ROWS[key]
+        return X.copy(), y.copy()
+
+    def _read_rows(self, spec) -> tuple[np.ndarray, np.ndarray]:
         from .predictor import architecture_features
 
         X, y = [], []
