@@ -95,6 +95,7 @@ def architecture_and_quality(record: dict, spec) -> tuple[Architecture, float] |
 
 
 _ROWS: dict = {}  # training rows by (files and their mtimes, genome spec): see PriorStart.training_rows
+_MODELS: dict = {}  # the last few fitted forests by (rows, model, trees, seed): a repeated start fits none
 
 
 class PriorStart:
@@ -111,7 +112,7 @@ class PriorStart:
         import os
 
         stamp = tuple((p, os.stat(p).st_mtime_ns) if os.path.exists(p) else (p, None) for p in self.paths)
-        key = (stamp, spec.levels, spec.evolve_iterations)
+        key = self.rows_key = (stamp, spec.levels, spec.evolve_iterations)
         if key not in _ROWS:
             _ROWS[key] = self._read_rows(spec)
         X, y = _ROWS[key]
@@ -141,7 +142,13 @@ class PriorStart:
 
         if k <= 0 or len(candidates) <= k:
             return list(candidates[:k])
-        model = RecordModel(self.model, self.trees, random.randrange(2 ** 31)).fit(self.X, self.y[:, None])
+        seed = random.randrange(2 ** 31)
+        key = (self.rows_key, self.model, self.trees, seed)  # the same rows and seed fit the same forest
+        if key not in _MODELS:
+            if len(_MODELS) >= 4:
+                _MODELS.pop(next(iter(_MODELS)))
+            _MODELS[key] = RecordModel(self.model, self.trees, seed).fit(self.X, self.y[:, None])
+        model = _MODELS[key]
         mean, _ = model.predict(np.array([architecture_features(spec.decode(c), spec.levels) for c in candidates]))
         explore = int(round(EXPLORE * k)) if k > 1 else 0
         ranked = sorted(range(len(candidates)), key=lambda i: (-mean[i, 0], i))
