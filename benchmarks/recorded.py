@@ -11,7 +11,6 @@ genome, its blind fitness, its true PSNR and SSIM, parameters, fit seconds), wit
 from __future__ import annotations
 
 import dataclasses
-
 import gzip
 import json
 from dataclasses import dataclass, field

@@ -15,7 +15,7 @@ import torch
 from . import __version__
 from .api import SearchResult
 from .architecture import Architecture
-from .compose import RestoreConfig, SearchConfig, build_search, part_label, start_run
+from .compose import PRIOR_NAMES, RestoreConfig, SearchConfig, build_search, config_to_dict, part_label, start_run
 from .errors import GenomeError, UserError
 from .fitness import SELECTED_WITH
 from .genome import GenomeSpec, classical_dip
@@ -49,7 +49,7 @@ def config_from_args(args: argparse.Namespace, cls):
     if cls is SearchConfig:
         values["seed_classical"] = not getattr(args, "no_classical_seed", False)
         if isinstance(values.get("init_prior"), list):  # files absolute, so that --resume elsewhere reads them
-            values["init_prior"] = tuple(p if p in ("auto", "none", "recorded") else os.path.abspath(p)
+            values["init_prior"] = tuple(p if p in PRIOR_NAMES else os.path.abspath(p)
                                          for p in values["init_prior"])
     return cls(**values)
 
@@ -164,7 +164,7 @@ def search(args) -> int:
                 "fitness": evaluator.describe(), "algorithm": run.algorithm.describe(), "operators": run.operators,
                 "population": config.population, "generations": config.generations, "seed": config.seed,
                 "hof_size": config.hof_size, "seed_classical": config.seed_classical,
-                "init_spread": config.init_spread, "init_prior": config.init_prior if not isinstance(config.init_prior, tuple) else list(config.init_prior),
+                "init_spread": config.init_spread, "init_prior": config_to_dict(config)["init_prior"],
                 "ensemble": config.ensemble, "degraded": degraded,
                 "environment": environment(), "arguments": resume.saved_settings(args, run_dir),
                 "run": definition})

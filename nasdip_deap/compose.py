@@ -110,7 +110,7 @@ class SearchConfig(FitConfig):
     # start from the random genomes a model of earlier runs' records ranks best (prior_start.py): record files
     # ("recorded": the built-in prior), None for the paper's uniform start, or auto: the built-in prior where
     # its genome spec matches, no --init-spread is given and the algorithm is not random search (whose start
-    # is the uniform baseline); it beat random search on images it was not chosen on (docs/results.md)
+    # is the uniform baseline); why it is the default, and where it did not win: docs/results.md
     init_prior: Any = "auto"
     init_pool: int = 20  # random genomes drawn per slot of the first population that the prior ranks
     novel_retries: int = 10  # times a child whose architecture was already fitted is varied again
@@ -323,6 +323,9 @@ def start_run(search: Search, config: SearchConfig, *, state: dict | None = None
 def start_backend(config: SearchConfig, evaluator: Evaluator | None = None):
     """The evaluation backend of ``config`` (a context manager: it stops its workers on exit)."""
     return make_backend(config.backend, config.backend_options(evaluator))
+
+
+PRIOR_NAMES = ("auto", "none", prior_start.RECORDED)  # init_prior values that are not file paths
 
 
 def _prior_setting(value):

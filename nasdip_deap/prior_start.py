@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import random
 from pathlib import Path
 
@@ -95,7 +96,6 @@ def architecture_and_quality(record: dict, spec) -> tuple[Architecture, float] |
 
 
 _ROWS: dict = {}  # training rows by (files and their mtimes, genome spec): see PriorStart.training_rows
-_MODELS: dict = {}  # the last few fitted forests by (rows, model, trees, seed): a repeated start fits none
 
 
 class PriorStart:
@@ -109,10 +109,8 @@ class PriorStart:
     def training_rows(self, spec) -> tuple[np.ndarray, np.ndarray]:
         """Features and per-file standardised quality of every usable record of ``paths`` (genomes of ``spec``),
         read once per process and set of files (decoding 3,000 genomes takes a second or two)."""
-        import os
-
         stamp = tuple((p, os.stat(p).st_mtime_ns) if os.path.exists(p) else (p, None) for p in self.paths)
-        key = self.rows_key = (stamp, spec.levels, spec.evolve_iterations)
+        key = (stamp, spec.levels, spec.evolve_iterations)
         if key not in _ROWS:
             _ROWS[key] = self._read_rows(spec)
         X, y = _ROWS[key]
@@ -142,20 +140,10 @@ class PriorStart:
 
         if k <= 0 or len(candidates) <= k:
             return list(candidates[:k])
-        seed = random.randrange(2 ** 31)
-        key = (self.rows_key, self.model, self.trees, seed)  # the same rows and seed fit the same forest
-        if key not in _MODELS:
-            if len(_MODELS) >= 4:
-                _MODELS.pop(next(iter(_MODELS)))
-            _MODELS[key] = RecordModel(self.model, self.trees, seed).fit(self.X, self.y[:, None])
-        model = _MODELS[key]
+        model = RecordModel(self.model, self.trees, random.randrange(2 ** 31)).fit(self.X, self.y[:, None])
         mean, _ = model.predict(np.array([architecture_features(spec.decode(c), spec.levels) for c in candidates]))
         explore = int(round(EXPLORE * k)) if k > 1 else 0
         ranked = sorted(range(len(candidates)), key=lambda i: (-mean[i, 0], i))
         best = ranked[:k - explore]
         extra = random.sample(ranked[k - explore:], explore)
         return [candidates[i] for i in best + extra]
-
-    def describe(self) -> dict:
-        return {"paths": list(self.paths), "pool": self.pool, "model": self.model, "trees": self.trees,
-                "explore": EXPLORE}
