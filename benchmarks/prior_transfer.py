@@ -69,7 +69,7 @@ def main(argv=None) -> int:
             if len(entries) < args.pool:
                 raise SystemExit(f"prior_transfer: {name} has {len(entries)} random entries, fewer than --pool")
             by_bits = {tuple(e["bits"]): e for e in entries}
-            model = RecordModel(prior.model, prior.trees, args.seed).fit(prior.X, prior.y[:, None])
+            model = RecordModel(prior.model, prior.trees, args.seed, prior.features).fit(prior.X, prior.y[:, None])
             score, _ = model.predict(np.array([architecture_features(spec.decode(e["bits"]), spec.levels)
                                                for e in entries]))
             tau_blind = kendall(score[:, 0], [e["fitness"][0] for e in entries])

@@ -71,8 +71,8 @@ class RecordModel:
     """A scikit-learn ensemble per objective over ``architecture_features``: ``fit`` on records, then
     ``predict`` mean and spread (across the trees of a forest; zero for boosting, which has no spread)."""
 
-    def __init__(self, kind: str, trees: int, seed: int):
-        self.kind, self.trees, self.seed = kind, trees, seed
+    def __init__(self, kind: str, trees: int, seed: int, features: float = 1.0):
+        self.kind, self.trees, self.seed, self.features = kind, trees, seed, features
         self.models: list = []
 
     def _new(self):
@@ -82,7 +82,8 @@ class RecordModel:
                                                           random_state=self.seed)
         cls = ensemble.RandomForestRegressor if self.kind == "forest" else ensemble.ExtraTreesRegressor
         # min_samples_leaf 2: records are few and noisy; one thread: a run's result must not depend on cores
-        return cls(n_estimators=self.trees, min_samples_leaf=2, random_state=self.seed, n_jobs=1)
+        return cls(n_estimators=self.trees, min_samples_leaf=2, max_features=self.features, random_state=self.seed,
+                   n_jobs=1)
 
     def fit(self, X: np.ndarray, Y: np.ndarray) -> "RecordModel":
         self.models = [self._new().fit(X, Y[:, j]) for j in range(Y.shape[1])]

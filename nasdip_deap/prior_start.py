@@ -29,6 +29,10 @@ from .errors import UserError
 
 EXPLORE = 0.2  # the share of the prior-ranked slots drawn from the pool at random instead
 MIN_RECORDS = 8  # fewer usable records than this in all files: the prior cannot rank, one line says so
+# The start's forest: 30 trees, each split looking at a third of the features, ranked the recorded problems as
+# well as 100 trees over all features at a ninth of the training time (docs/results.md), paid by every search
+TREES = 30
+FEATURES = 0.33
 # ``--init-prior recorded``: the fits of benchmarks/recorded (3 x 1,000 fits of 32 px problems: denoising chelsea,
 # inpainting coffee, 2x super-resolution of astronaut), genome and blind fitness alone, shipped in the package
 RECORDED = "recorded"
@@ -101,9 +105,10 @@ _ROWS: dict = {}  # training rows by (files and their mtimes, genome spec): see 
 class PriorStart:
     """Chooses the first population's random slots by a model of earlier runs' records (``paths``)."""
 
-    def __init__(self, paths, spec, pool: int = 20, model: str = "forest", trees: int = 100):
+    def __init__(self, paths, spec, pool: int = 20, model: str = "forest", trees: int = TREES,
+                 features: float = FEATURES):
         self.paths = resolve(paths)
-        self.pool, self.model, self.trees = pool, model, trees
+        self.pool, self.model, self.trees, self.features = pool, model, trees, features
         self.X, self.y = self.training_rows(spec)  # read now: a file without usable records fails before any fit
 
     def training_rows(self, spec) -> tuple[np.ndarray, np.ndarray]:
@@ -140,7 +145,8 @@ class PriorStart:
 
         if k <= 0 or len(candidates) <= k:
             return list(candidates[:k])
-        model = RecordModel(self.model, self.trees, random.randrange(2 ** 31)).fit(self.X, self.y[:, None])
+        model = RecordModel(self.model, self.trees, random.randrange(2 ** 31), self.features)
+        model.fit(self.X, self.y[:, None])
         mean, _ = model.predict(np.array([architecture_features(spec.decode(c), spec.levels) for c in candidates]))
         explore = int(round(EXPLORE * k)) if k > 1 else 0
         ranked = sorted(range(len(candidates)), key=lambda i: (-mean[i, 0], i))
