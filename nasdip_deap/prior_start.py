@@ -29,8 +29,8 @@ from .errors import UserError
 
 EXPLORE = 0.2  # the share of the prior-ranked slots drawn from the pool at random instead
 MIN_RECORDS = 8  # fewer usable records than this in all files: the prior cannot rank, one line says so
-# The start's forest: 30 trees, each split looking at a third of the features, ranked the recorded problems as
-# well as 100 trees over all features at a ninth of the training time (docs/results.md), paid by every search
+# The start's forest, trained by every default search: 30 trees, each split looking at a third of the features,
+# ranked the recorded problems about as well as 100 trees over all features, in far less time (docs/results.md)
 TREES = 30
 FEATURES = 0.33
 # ``--init-prior recorded``: the fits of benchmarks/recorded (3 x 1,000 fits of 32 px problems: denoising chelsea,
@@ -113,7 +113,7 @@ class PriorStart:
 
     def training_rows(self, spec) -> tuple[np.ndarray, np.ndarray]:
         """Features and per-file standardised quality of every usable record of ``paths`` (genomes of ``spec``),
-        read once per process and set of files (decoding 3,000 genomes takes a second or two)."""
+        read once per process and set of files (a process may build several searches on the same prior)."""
         stamp = tuple((p, os.stat(p).st_mtime_ns) if os.path.exists(p) else (p, None) for p in self.paths)
         key = (stamp, spec.levels, spec.evolve_iterations)
         if key not in _ROWS:

@@ -88,8 +88,9 @@ def test_init_prior_through_the_cli_on_an_earlier_runs_records(tmp_path, cli):
     assert proc.returncode == 0, proc.stderr
     config = json.loads((out / "config.json").read_text())
     assert config["init_prior"] == [os.path.abspath(earlier / "evaluations.jsonl")]
+    assert config["run"]["config"]["init_pool"] == 4
     plain = cli("search", *TINY, "--init-prior", "none", "--out", str(tmp_path / "plain"))
-    assert plain.returncode == 0 and json.loads((tmp_path / "plain" / "config.json").read_text())["init_prior"] is None and config["run"]["config"]["init_pool"] == 4
+    assert plain.returncode == 0 and json.loads((tmp_path / "plain" / "config.json").read_text())["init_prior"] is None
     assert (out / "restored.png").exists()
 
 
