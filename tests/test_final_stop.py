@@ -39,10 +39,11 @@ def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
     # say: on an Intel Sapphire Rapids one seed stopped at 570 steps at 16 px and at 180 at 32 px. So the
     # claim is about the median of three seeds at 16 px against every fit of an image with 9x the pixels
     # (on that CPU nine seeds at 16 px peaked at 55-280 steps, five at 48 px at 615-865; on an AMD EPYC
-    # three at 16 px at 55-155, three at 48 px at 760-1035). Two 48 px fits: they are most of the time.
+    # three at 16 px at 55-155, three at 48 px at 760-1035). One 48 px fit: the lowest 48 px peak seen on
+    # either CPU is twice the highest 16 px one, and each 48 px fit costs as much as the rest of the test.
     runner = RestoreConfig(device="cpu", precision="fp32").runner()
     peaks = {size: [heldout_peak(narrow_dip(), denoise_at(size), runner, cap=1500, holdout=0.2, seed=seed)
-                    for seed in range(count)] for size, count in ((16, 3), (48, 2))}
+                    for seed in range(count)] for size, count in ((16, 3), (48, 1))}
     for peak in peaks[16] + peaks[48]:
         assert peak["rule"] == "heldout" and peak["cap"] == 1500
         assert peak["steps"] < peak["calibration_iterations"] < 1500  # it stopped, past its peak, before the cap
