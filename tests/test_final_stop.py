@@ -40,7 +40,7 @@ def test_the_calibration_fit_stops_at_its_peak_and_later_on_a_larger_image():
     # claim is about the median of three seeds at 16 px against every fit of an image with 9x the pixels
     # (on that CPU nine seeds at 16 px peaked at 55-280 steps, five at 48 px at 615-865; on an AMD EPYC
     # three at 16 px at 55-155, three at 48 px at 760-1035). One 48 px fit: the lowest 48 px peak seen on
-    # either CPU is twice the highest 16 px one, and each 48 px fit costs as much as the rest of the test.
+    # either CPU is twice the highest 16 px one, and the 48 px fits are most of the test's time.
     runner = RestoreConfig(device="cpu", precision="fp32").runner()
     peaks = {size: [heldout_peak(narrow_dip(), denoise_at(size), runner, cap=1500, holdout=0.2, seed=seed)
                     for seed in range(count)] for size, count in ((16, 3), (48, 1))}

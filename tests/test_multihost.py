@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost"),  # fixed n
 
 MAIN_SCRIPT = str(REPO / "nasdip_deap" / "__main__.py")  # SCOOP has no -m: it runs the file by path
 # 20 iterations a fit, not fewer: h2's workers start over ssh, and on a loaded 2-core EPYC h1's workers
-# once fitted every genome of a 6-iteration run before h2 delivered one (the test then checks nothing)
+# once fitted every genome of a 6-iteration run before h2 delivered one, and the test failed
 TINY = ["--crop", "32", "--levels", "3", "--population", "8", "--generations", "1", "--iterations", "20", "--seed", "5",
         "--quiet"]
 RUN_TIMEOUT = 600
